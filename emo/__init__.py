@@ -1,0 +1,1 @@
+"""EMO toolkit: the model, its training and inference, and the media helpers shared by dataprep and eval."""
