@@ -1,0 +1,65 @@
+"""`python -m emo ...`: init (untrained checkpoint), generate (image + audio -> mp4), train."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log progress")
+def main(verbose: bool) -> None:
+    """EMO: audio-driven portrait video."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--config", required=True, help="YAML config (or a bare name: tiny, sd15)")
+@click.option("--out", required=True, type=click.Path(), help="checkpoint folder to write")
+@click.option("--seed", default=0, show_default=True, help="seed of the random initialisation")
+def init(config: str, out: str, seed: int) -> None:
+    """Write an untrained checkpoint (pretrained files where the config names them)."""
+    from .models.emo_model import EMOModel
+    from .models.pretrained import PretrainedMissing
+    try:
+        model = EMOModel.from_config(config, seed=seed)
+    except PretrainedMissing as exc:
+        raise click.ClickException(str(exc))
+    model.save_checkpoint(out, meta={"step": 0, "init_seed": seed})
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option("--image", required=True, type=click.Path(exists=True, dir_okay=False), help="portrait image")
+@click.option("--audio", required=True, type=click.Path(exists=True, dir_okay=False), help="speech or song (any format)")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .mp4")
+@click.option("--steps", default=40, show_default=True, help="DDIM steps")
+@click.option("--guidance", default=3.5, show_default=True, help="classifier-free guidance scale")
+@click.option("--speed", default=None, type=float, help="head rotation speed, deg/frame (default: the config's)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--fps", default=25.0, show_default=True)
+@click.option("--no-crop", is_flag=True, help="the image is already a face crop: do not detect and crop")
+def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop) -> None:
+    """Animate IMAGE with AUDIO; the mp4 lasts as long as the audio and carries it."""
+    from .generate import generate_video
+    from .media.face import ModelFileMissing
+    from .media.video import MediaError
+    from .pipeline import PortraitError
+    try:
+        path = generate_video(checkpoint, image, audio, out, fps=fps, steps=steps, guidance=guidance,
+                              speed=speed, seed=seed, crop=not no_crop)
+    except (PortraitError, ModelFileMissing, MediaError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"wrote {path}")
+
+
+# `train` lives with the training code (options: --stage, --max-steps, --resume, --mixed-precision, ...).
+from .training.cli import train_command  # noqa: E402
+
+main.add_command(train_command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

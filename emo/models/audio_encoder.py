@@ -1,0 +1,124 @@
+"""Audio features: frozen wav2vec2 -> one embedding per video frame -> neighbours stacked.
+
+The hidden states of every transformer block of wav2vec2 are concatenated (D = layers * hidden),
+resampled from wav2vec2's 50 steps per second to the video's frame times, and each frame's
+feature is stacked with its m neighbours on each side (m = 2: 5 frames). AudioProjection (trained)
+maps them to the tokens the backbone's audio-attention reads.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import ModelMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from torch import nn
+
+from .speed_encoder import stack_neighbours
+
+MIN_SAMPLES = 400   # wav2vec2's receptive field: shorter inputs give no output step
+HOP = 320           # samples per wav2vec2 step at 16 kHz (50 steps per second)
+
+
+def tiny_wav2vec2_config(hidden: int = 32, layers: int = 2, conv_dim: int = 16):
+    """A small random Wav2Vec2 with the real feature extractor's strides (320 samples per step)."""
+    from transformers import Wav2Vec2Config
+    return Wav2Vec2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                          intermediate_size=2 * hidden, conv_dim=(conv_dim,) * 7,
+                          conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                          feat_extract_norm="group", do_stable_layer_norm=False,
+                          apply_spec_augment=False, vocab_size=8)
+
+
+class AudioEncoder(nn.Module):
+    """Frozen wav2vec2 wrapper. Not trained: kept in eval mode and without gradients."""
+
+    def __init__(self, wav2vec2: nn.Module, context: int = 2, sample_rate: int = 16000,
+                 chunk_seconds: float = 30.0, margin_seconds: float = 2.0):
+        super().__init__()
+        self.wav2vec2 = wav2vec2.eval().requires_grad_(False)
+        self.context, self.sample_rate = context, sample_rate
+        # Self-attention over a whole song costs O(T^2): long audio runs in windows, each seeing
+        # `margin_seconds` of context on both sides, of which only the centre is kept.
+        self.chunk_seconds, self.margin_seconds = chunk_seconds, margin_seconds
+
+    @classmethod
+    def tiny(cls, hidden=32, layers=2, conv_dim=16, context=2, seed: int = 0) -> "AudioEncoder":
+        from transformers import Wav2Vec2Model
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = Wav2Vec2Model(tiny_wav2vec2_config(hidden, layers, conv_dim))
+        return cls(model, context)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, context: int = 2) -> "AudioEncoder":
+        from transformers import Wav2Vec2Model
+        return cls(Wav2Vec2Model.from_pretrained(path_or_id), context)
+
+    def save_pretrained(self, path) -> None:
+        self.wav2vec2.save_pretrained(path, safe_serialization=True)
+
+    def train(self, mode: bool = True):   # always frozen
+        return super().train(False)
+
+    @property
+    def feature_dim(self) -> int:
+        c = self.wav2vec2.config
+        return c.hidden_size * c.num_hidden_layers
+
+    @torch.no_grad()
+    def forward(self, waveform: np.ndarray | torch.Tensor, n_frames: int, fps: float) -> torch.Tensor:
+        """Mono 16 kHz waveform -> (n_frames, 2m+1, feature_dim) float32 on the encoder's device."""
+        if n_frames <= 0:
+            raise ValueError(f"n_frames must be positive, got {n_frames}")
+        wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
+        # Cut or zero-pad to exactly the video's duration so that feature time = frame time.
+        target = max(int(round(n_frames / fps * self.sample_rate)), MIN_SAMPLES)
+        wav = F.pad(wav[:target], (0, max(0, target - wav.numel())))
+        wav = (wav - wav.mean()) / (wav.std() + 1e-7)          # wav2vec2's input normalisation
+        feats = self._steps(wav)                                # (1, T_w, layers * hidden)
+        feats = F.interpolate(feats.transpose(1, 2), size=n_frames, mode="linear", align_corners=False)
+        feats = feats.transpose(1, 2)[0].float()                # (n_frames, D)
+        return stack_neighbours(feats[None], self.context, dim=1)[0]
+
+
+    def _hidden(self, wav: torch.Tensor) -> torch.Tensor:
+        dev = next(self.wav2vec2.parameters()).device
+        out = self.wav2vec2(wav[None].to(dev), output_hidden_states=True)
+        return torch.cat(out.hidden_states[1:], dim=-1)
+
+    def _steps(self, wav: torch.Tensor) -> torch.Tensor:
+        chunk = int(self.chunk_seconds * self.sample_rate) // HOP * HOP
+        if wav.numel() <= chunk + 2 * self.margin_seconds * self.sample_rate:
+            return self._hidden(wav)
+        margin = int(self.margin_seconds * self.sample_rate) // HOP * HOP
+        parts = []
+        for start in range(0, wav.numel(), chunk):
+            lo, hi = max(0, start - margin), min(wav.numel(), start + chunk + margin)
+            seg = wav[lo:hi]
+            if seg.numel() < MIN_SAMPLES:
+                seg = F.pad(seg, (0, MIN_SAMPLES - seg.numel()))
+            h = self._hidden(seg)
+            first = (start - lo) // HOP
+            keep = -(-min(chunk, wav.numel() - start) // HOP)    # steps of this window's centre
+            parts.append(h[:, first:first + keep])
+        return torch.cat(parts, dim=1)
+
+
+class AudioProjection(ModelMixin, ConfigMixin):
+    """(B, F, 2m+1, D_audio) stacked wav2vec2 features -> (B, F, 2m+1, cross_attention_dim) tokens."""
+
+    @register_to_config
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, num_tokens: int = 5):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
+        self.position = nn.Parameter(torch.zeros(num_tokens, out_dim))   # which neighbour a token is
+        nn.init.normal_(self.position, std=0.02)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.ndim != 4 or audio.shape[-2] != self.position.shape[0]:
+            raise ValueError(f"audio features must be (B, F, {self.position.shape[0]}, D), got {tuple(audio.shape)}")
+        x = self.mlp(self.norm(audio.to(self.position.dtype)))
+        return x + self.position

@@ -1,0 +1,82 @@
+"""Writing and finding checkpoint folders (Contract 2) during training.
+
+A checkpoint is written under a hidden temporary name and renamed into place when complete, so a
+killed run never leaves a half-written `step-NNNNNN`; `latest` (a text file holding the folder
+name) is replaced atomically after the rename.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from . import state as st
+
+LATEST = "latest"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def write_latest(out: Path, name: str) -> None:
+    tmp = out / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, out / LATEST)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder holding a `latest` pointer, -> the checkpoint folder."""
+    path = Path(path)
+    if (path / LATEST).is_file():
+        path = path / (path / LATEST).read_text().strip()
+    if not (path / st.STATE_DIR / "state.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a resumable checkpoint (no {st.STATE_DIR}/state.json); pass a "
+            f"step-NNNNNN folder written by `python -m emo train` or the run folder with a `latest` file")
+    return path
+
+
+def save_training_checkpoint(accelerator, out: Path, model, counters: dict, optimizer, names,
+                             scheduler, generator, ema=None, manifest_sha256: str | None = None,
+                             keep_last: int = 0) -> Path:
+    """Model (EMOModel.save_checkpoint) + training_state/ + meta.json; every process calls this."""
+    name = step_name(counters["step"])
+    final, tmp = out / name, out / f".{name}.tmp"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_checkpoint(tmp)
+        (tmp / st.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    folder = tmp / st.STATE_DIR
+    st.save_rng(folder, accelerator.process_index, generator)
+    if accelerator.is_main_process:
+        st.save_optimizer(folder, optimizer, names)
+        st.save_scheduler(folder, scheduler)
+        if ema is not None:
+            st.save_ema(folder, ema, names)
+        if getattr(accelerator, "scaler", None) is not None:     # fp16 loss scale
+            st._write_json(folder / "scaler.json", accelerator.scaler.state_dict())
+        st.save_counters(folder, {**counters, "world_size": accelerator.num_processes})
+        meta_path = tmp / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta.update(step=counters["step"], stage=counters["stage"], time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    dataset_manifest_sha256=manifest_sha256, ema=ema is not None)
+        st._write_json(meta_path, meta)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():          # re-running the same step (e.g. a resumed run): replace it
+            trash = out / f".{name}.old.{os.getpid()}"
+            os.replace(final, trash)
+            shutil.rmtree(trash)
+        os.replace(tmp, final)
+        write_latest(out, name)
+        if keep_last > 0:
+            for old in sorted(out.glob("step-*"))[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,216 @@
+"""Training samples drawn from a dataset folder (Contract 1, `emo/manifest.py`).
+
+Stage 1 sample: one target frame and a different reference frame of the same clip.
+Stages 2/3 sample: n motion frames + f target frames, contiguous, plus a reference frame, the
+face-region mask, per-frame rotation speed and the audio of the target frames.
+
+Window rule (T = the clip's frame count at `data.fps`, n = n_motion, f = n_frames):
+- T >= n + f: the target window starts uniformly in [n, T - f]; all n motion frames are real.
+- f <= T < n + f: the window starts at 0 and has no motion frames (zeros, marked invalid), exactly
+  as the first clip at inference.
+- T < f: as above, and the last frame is held to fill the window; the held frames are marked in
+  `frame_valid` and left out of the loss.
+The reference frame is uniform over the clip's frames outside [start - n, start + f); when the clip
+has none, over all frames.
+
+Data order is a pure function of (seed, global sample index g): epoch = g // N shuffles the clips
+with seed + epoch, and every random choice for sample g uses its own generator seeded with
+(seed, g). A run resumed at sample position g therefore sees exactly what an uninterrupted run
+would, whatever the worker count.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from emo.manifest import load_labels, read_manifest
+from emo.media.audio import SPEECH_RATE, load_audio
+from emo.media.video import iter_frames
+
+from .config import DataConfig
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    clip_id: str
+    path: Path
+    src_fps: float
+    src_frames: int
+    n_frames: int                 # at data.fps
+    speed: np.ndarray             # (n_frames,) deg per frame at data.fps
+    face_box: np.ndarray          # (4,) x0 y0 x1 y1 in [0, 1]
+
+    def src_index(self, k: np.ndarray, fps: float) -> np.ndarray:
+        """Source frame index nearest in time to frame k at `fps`."""
+        idx = np.round(np.asarray(k, np.float64) * self.src_fps / fps).astype(np.int64)
+        return np.clip(idx, 0, self.src_frames - 1)
+
+
+def _clip_info(dataset: Path, row, fps: float) -> ClipInfo:
+    labels = load_labels(dataset, row)
+    src_frames = int(row["n_frames"])
+    src_fps = float(row["fps"])
+    n = max(1, int(math.floor(src_frames * fps / src_fps + 1e-6)))
+    info = ClipInfo(row["clip_id"], dataset / row["clip_path"], src_fps, src_frames, n,
+                    np.zeros(n, np.float32), np.asarray(row["face_box"], np.float32))
+    # Speed is in degrees per source frame; resampling to data.fps scales it by src_fps / fps.
+    speed = np.nan_to_num(labels["rotation_speed"].astype(np.float32), nan=0.0)
+    if len(speed):
+        speed = speed[np.clip(info.src_index(np.arange(n), fps), 0, len(speed) - 1)] * (src_fps / fps)
+    else:
+        speed = np.zeros(n, np.float32)
+    return ClipInfo(info.clip_id, info.path, src_fps, src_frames, n, speed.astype(np.float32), info.face_box)
+
+
+def face_mask(box: np.ndarray, size: int) -> torch.Tensor:
+    """(1, size, size) float mask, 1 inside the union face box; the whole image if the box is unknown."""
+    mask = torch.zeros(1, size, size)
+    if not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+        return mask.fill_(1.0)
+    x0, y0 = (int(math.floor(float(np.clip(v, 0, 1)) * size)) for v in box[:2])
+    x1, y1 = (int(math.ceil(float(np.clip(v, 0, 1)) * size)) for v in box[2:])
+    mask[:, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+    return mask
+
+
+def sample_order(n_items: int, seed: int, g: int) -> int:
+    """Index of the clip that global sample g reads (a fresh shuffle every epoch)."""
+    epoch, i = divmod(int(g), n_items)
+    return int(np.random.default_rng([seed, epoch]).permutation(n_items)[i])
+
+
+class ClipDataset(Dataset):
+    """Index with a global sample index g (see `GlobalBatchSampler`), not a clip index."""
+
+    def __init__(self, dataset: str | os.PathLike, data: DataConfig, stage: int, seed: int = 0,
+                 audio_cache: str | os.PathLike | None = None, audio_context: int = 2):
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
+        self.root = Path(dataset)
+        self.data, self.stage, self.seed = data, stage, seed
+        self.audio_cache = Path(audio_cache) if audio_cache else None
+        self.audio_context = audio_context   # m: the audio window of a frame is 2m + 1 frames
+        rows = read_manifest(self.root, split=data.split)
+        if rows.empty:
+            raise FileNotFoundError(f"{self.root / 'manifest.parquet'}: no clips in split {data.split!r}")
+        self.clips = [_clip_info(self.root, row, data.fps) for _, row in rows.iterrows()]
+        self.n_motion = 0 if stage == 1 else data.n_motion
+        self.n_target = 1 if stage == 1 else data.n_frames
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    # ---- choosing frames -------------------------------------------------------------------
+    def choose(self, g: int) -> dict:
+        """Which clip and frames sample g uses (no decoding): the testable part of the rule."""
+        ci = sample_order(len(self.clips), self.seed, g)
+        clip = self.clips[ci]
+        rng = np.random.default_rng([self.seed, int(g), 1])
+        T, n, f = clip.n_frames, self.n_motion, self.n_target
+        if self.stage == 1:
+            t = int(rng.integers(T))
+            others = np.setdiff1d(np.arange(T), [t]) if T > 1 else np.array([t])
+            return dict(clip=ci, start=t, motion=np.zeros(0, np.int64), target=np.array([t]),
+                        motion_valid=np.zeros(0, bool), frame_valid=np.ones(1, bool),
+                        reference=int(rng.choice(others)))
+        if T >= n + f:
+            start = int(rng.integers(n, T - f + 1))
+            motion_valid = np.ones(n, bool)
+        else:
+            start, motion_valid = 0, np.zeros(n, bool)
+        target = start + np.arange(f)
+        frame_valid = target < T
+        target = np.minimum(target, T - 1)
+        outside = np.setdiff1d(np.arange(T), np.arange(start - n, start + f))
+        reference = int(rng.choice(outside if len(outside) else np.arange(T)))
+        return dict(clip=ci, start=start, motion=np.maximum(start - n + np.arange(n), 0),
+                    target=target, motion_valid=motion_valid, frame_valid=frame_valid, reference=reference)
+
+    # ---- decoding ----------------------------------------------------------------------------
+    def _frames(self, clip: ClipInfo, wanted: np.ndarray) -> torch.Tensor:
+        """(len(wanted), 3, S, S) in [-1, 1] for frame indices at data.fps."""
+        src = clip.src_index(wanted, self.data.fps)
+        need = set(int(i) for i in src)
+        lo, hi = min(need), max(need)
+        got: dict[int, np.ndarray] = {}
+        for idx, rgb in iter_frames(clip.path, start=lo / clip.src_fps, end=(hi + 1) / clip.src_fps):
+            if idx in need:
+                got[idx] = rgb
+            if len(got) == len(need):
+                break
+        if len(got) < len(need):
+            # Containers can report a frame or two more than decode; hold the last decoded one.
+            decoded = sorted(got)
+            if not decoded:
+                raise RuntimeError(f"{clip.path}: no frames decoded in [{lo}, {hi}]")
+            for i in need - set(got):
+                got[i] = got[max([d for d in decoded if d <= i] or decoded[:1])]
+        stack = np.stack([got[int(i)] for i in src])
+        x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        S = self.data.sample_size
+        if x.shape[-2:] != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+        return x.clamp_(-1.0, 1.0)
+
+    def _audio(self, clip: ClipInfo, target: np.ndarray) -> dict:
+        if self.audio_cache is not None:
+            from .audio_cache import load_clip_features
+            feats = load_clip_features(self.audio_cache, clip.clip_id)
+            return {"audio": feats[torch.from_numpy(np.minimum(target, len(feats) - 1))]}
+        # No cache: the waveform of the window, one fixed length per sample so batches stack.
+        fps, m = self.data.fps, self.audio_context
+        wave = load_audio(clip.path, rate=SPEECH_RATE)
+        hop = SPEECH_RATE / fps
+        i0 = int(round((int(target[0]) - m) * hop))
+        length = int(round((len(target) + 2 * m) * hop))
+        out = np.zeros(length, np.float32)
+        lo, hi = max(0, i0), min(len(wave), i0 + length)
+        if hi > lo:
+            out[lo - i0:hi - i0] = wave[lo:hi]
+        return {"waveform": torch.from_numpy(out)}
+
+    def __getitem__(self, g: int) -> dict:
+        pick = self.choose(g)
+        clip = self.clips[pick["clip"]]
+        # Two decodes (window, reference) rather than one over the span between them.
+        frames = self._frames(clip, np.concatenate([pick["motion"], pick["target"]]))
+        reference = self._frames(clip, np.array([pick["reference"]]))[0]
+        if self.n_motion:
+            frames[:self.n_motion][~torch.from_numpy(pick["motion_valid"])] = 0.0
+        item = {
+            "frames": frames,                                  # (n + f, 3, S, S), motion first
+            "reference": reference,                            # (3, S, S)
+            "face_mask": face_mask(clip.face_box, self.data.sample_size),
+            "motion_valid": torch.from_numpy(pick["motion_valid"]),
+            "frame_valid": torch.from_numpy(pick["frame_valid"]),
+            "speed": torch.from_numpy(clip.speed[pick["target"]]),
+            "index": torch.tensor(int(g)),
+        }
+        if self.stage > 1:
+            item.update(self._audio(clip, pick["target"]))
+        return item
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Endless batches of global sample indices starting at `position`; process `rank` of `world`
+    takes its slice of each global batch, so the order does not depend on the process count."""
+
+    def __init__(self, batch_size: int, position: int = 0, rank: int = 0, world: int = 1):
+        self.batch_size, self.position, self.rank, self.world = batch_size, int(position), rank, world
+
+    def __iter__(self):
+        g = self.position
+        while True:
+            first = g + self.rank * self.batch_size
+            yield list(range(first, first + self.batch_size))
+            g += self.batch_size * self.world
+
+    def samples_per_step(self) -> int:
+        return self.batch_size * self.world

@@ -1,0 +1,159 @@
+"""The `training_state/` folder of a checkpoint (Contract 2): everything an exact resume needs,
+in safetensors (tensors) and JSON (the rest). Nothing is pickled.
+
+  training_state/
+    state.json                 step, stage, data position, seed, world size, stage bounds
+    optimizer.safetensors      per-parameter optimizer tensors, keyed state/<param name>/<slot>
+    optimizer.json             param groups (by parameter name) and non-tensor per-parameter state
+    scheduler.json             the LR scheduler's state_dict
+    rng_<rank>.safetensors     torch CPU (+ CUDA) generator states, the loop's noise generator
+    rng_<rank>.json            python `random` and numpy global states
+    ema.safetensors/.json      EMA shadow parameters and counters (when EMA is on)
+    scaler.json                fp16 loss scale (when mixed_precision is fp16)
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_DIR = "training_state"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"training state file missing: {path}")
+    return json.loads(path.read_text())
+
+
+# ---- optimizer -------------------------------------------------------------------------------
+def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
+    """`names[i]` names the i-th parameter in the optimizer's flat order (param group order)."""
+    sd = optimizer.state_dict()
+    tensors, other = {}, {}
+    for idx, slots in sd["state"].items():
+        name = names[int(idx)]
+        for slot, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"state/{name}/{slot}"] = value
+            else:
+                other.setdefault(name, {})[slot] = value
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]]
+    _write_tensors(folder / "optimizer.safetensors", tensors)
+    _write_json(folder / "optimizer.json", {"param_groups": groups, "other_state": other, "names": names})
+
+
+def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
+    meta = _read_json(folder / "optimizer.json")
+    if meta["names"] != names:
+        missing = sorted(set(meta["names"]) ^ set(names))[:5]
+        raise ValueError(f"{folder}: the optimizer was saved for different trainable parameters "
+                         f"(differences e.g. {missing}); resume with the same stage and config")
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    index = {n: i for i, n in enumerate(names)}
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        # Parameter names contain dots, never slashes: the slot is after the last slash.
+        name = key[len("state/"):key.rfind("/")]
+        slot = key[key.rfind("/") + 1:]
+        state.setdefault(index[name], {})[slot] = value
+    for name, slots in meta["other_state"].items():
+        state.setdefault(index[name], {}).update(slots)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        g["params"] = [index[n] for n in g["params"]]
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ---- RNG ---------------------------------------------------------------------------------------
+def save_rng(folder: Path, rank: int, generator: torch.Generator) -> None:
+    tensors = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = s
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    _write_tensors(folder / f"rng_{rank}.safetensors", tensors)
+    _write_json(folder / f"rng_{rank}.json", {
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    })
+
+
+def load_rng(folder: Path, rank: int, generator: torch.Generator) -> None:
+    path = folder / f"rng_{rank}.safetensors"
+    if not path.is_file():
+        # A resume on more processes than saved: new ranks start from fresh seeds (logged by caller).
+        raise FileNotFoundError(f"no RNG state for process {rank} at {path}")
+    tensors = load_file(str(path))
+    torch.set_rng_state(tensors["torch_cpu"])
+    generator.set_state(tensors["generator"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("cuda_"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    meta = _read_json(folder / f"rng_{rank}.json")
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = meta["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+# ---- scheduler, EMA, counters ---------------------------------------------------------------------
+def save_scheduler(folder: Path, scheduler) -> None:
+    sd = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    _write_json(folder / "scheduler.json", sd)
+
+
+def load_scheduler(folder: Path, scheduler) -> None:
+    sd = _read_json(folder / "scheduler.json")
+    sd["lr_lambdas"] = [None] * len(sd.get("base_lrs", [None]))
+    scheduler.load_state_dict(sd)
+
+
+def save_ema(folder: Path, ema, names: list[str]) -> None:
+    sd = ema.state_dict()
+    shadow = sd.pop("shadow_params")
+    _write_tensors(folder / "ema.safetensors", {n: p for n, p in zip(names, shadow)})
+    _write_json(folder / "ema.json", {**sd, "names": names})
+
+
+def load_ema(folder: Path, ema, names: list[str]) -> None:
+    meta = _read_json(folder / "ema.json")
+    if meta.pop("names") != names:
+        raise ValueError(f"{folder}: EMA saved for different parameters")
+    tensors = load_file(str(folder / "ema.safetensors"))
+    for p, n in zip(ema.shadow_params, names):
+        p.data.copy_(tensors[n].to(p.device, p.dtype))
+    for k, v in meta.items():
+        setattr(ema, k, v)
+
+
+def save_counters(folder: Path, counters: dict) -> None:
+    _write_json(folder / "state.json", counters)
+
+
+def load_counters(ckpt: str | os.PathLike) -> dict:
+    return _read_json(Path(ckpt) / STATE_DIR / "state.json")

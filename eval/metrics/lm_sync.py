@@ -1,0 +1,29 @@
+"""`lm_sync`: audio-video offset and confidence of the generated video from its mouth landmarks and
+the speech envelope, with `emo.media.lipsync.measure_offset` (the measure dataprep uses to accept
+clips; + = audio late). Outputs `lm_sync_offset_abs` (|frames|, lower better) and
+`lm_sync_confidence` (peak minus median correlation, higher better). Needs only MediaPipe.
+"""
+from __future__ import annotations
+
+from .base import ClipSample, Metric, sample_landmarks
+
+
+class LandmarkSync(Metric):
+    needs_mediapipe = True
+    name = "lm_sync"
+    direction = "higher"
+    directions = {"lm_sync_offset_abs": "lower", "lm_sync_confidence": "higher"}
+    description = "audio-video offset |frames| and confidence from mouth landmarks vs speech envelope (dataprep's measure)"
+
+    def __init__(self, weights_dir=None, device="cpu", max_offset: int = 15):
+        super().__init__(weights_dir, device)
+        self.max_offset = int(max_offset)
+
+    def measure(self, sample: ClipSample, which: str = "generated"):
+        from emo.media.lipsync import measure_offset, mouth_features
+        mouth = mouth_features(sample_landmarks(sample, which).landmarks)
+        return measure_offset(mouth, sample.audio, sample.audio_rate, sample.fps, max_offset=self.max_offset)
+
+    def score_clip(self, sample: ClipSample) -> dict:
+        result = self.measure(sample)
+        return {"lm_sync_offset_abs": float(abs(result.offset)), "lm_sync_confidence": float(result.confidence)}
