@@ -55,6 +55,17 @@ def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, n
     click.echo(f"wrote {path}")
 
 
+@main.command("fetch-mediapipe")
+@click.option("--dest", default=None, type=click.Path(file_okay=False),
+              help="where to put the files (default ~/.cache/emo/mediapipe, searched automatically)")
+def fetch_mediapipe(dest) -> None:
+    """Download MediaPipe's face detector and landmarker model files (not shipped in its wheel)."""
+    from .media.face import fetch_mediapipe_models
+
+    for path in fetch_mediapipe_models(dest):
+        click.echo(str(path))
+
+
 # `train` lives with the training code (options: --stage, --max-steps, --resume, --mixed-precision, ...).
 from .training.cli import train_command  # noqa: E402
 

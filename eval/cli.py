@@ -93,15 +93,16 @@ def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="report folder")
 @click.option("--title", default=None)
+@click.option("--note", default=None, help="a paragraph shown under the title (what this run is)")
 @click.option("--clips", "n_clips", type=int, default=3, show_default=True, help="clips shown in frame strips")
 @click.option("--videos/--no-videos", default=True, show_default=True, help="embed short videos with sound")
-def report(results, out, title, n_clips, videos):
+def report(results, out, title, note, n_clips, videos):
     """Build an HTML page (self-contained) and its Markdown twin from results JSONs."""
     from eval.report import ReportOptions, build_report
     from eval.results import ResultsError
 
     try:
-        html, md = build_report(list(results), out, ReportOptions(title=title, strip_clips=n_clips, videos=videos))
+        html, md = build_report(list(results), out, ReportOptions(title=title, note=note, strip_clips=n_clips, videos=videos))
     except (ResultsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(html))

@@ -161,7 +161,9 @@ def _checkpoint_config(ckpt: Path) -> dict | None:
 def checkpoint_systems(path: str | os.PathLike, clips: list[HeldOutClip], work_dir: Path,
                        settings: dict | None = None, name: str | None = None) -> list[SystemSpec]:
     """Render every held-out clip with each checkpoint (lazy import of emo.generate)."""
-    settings = dict(settings or {})
+    # Held-out clips are already face crops in the training framing: cropping their first frame
+    # again would zoom in and make every generated frame disagree with the ground truth.
+    settings = {"crop": False, **(settings or {})}
     found = checkpoint_dirs(path)
     base = name or Path(path).name
     systems = []

@@ -163,7 +163,7 @@ class MetricRunner:
                 value, lo, hi, n = bootstrap_mean(vals, self.cfg, key)
                 direction = dirs.get(key, m.direction)
                 if n == 0:
-                    why = ("unavailable: infinite on every clip (e.g. PSNR of identical frames)"
+                    why = ("unavailable: infinite on every clip (frames identical to the ground truth: PSNR = inf, the ceiling)"
                            if any(np.isinf(v) for v in vals) else
                            "unavailable: no clip gave a value (e.g. no face found in any clip)")
                     metrics[key] = _unavailable(direction, why, common)

@@ -148,8 +148,8 @@ def test_checkpoint_folder_of_steps_scored_per_step(dataset, tmp_path, monkeypat
     assert sorted(d["system"]["step"] for d in docs) == [100, 300]
     assert sorted(d["system"]["meta"]["step"] for d in docs) == [100, 300]
     assert all(d["system"]["kind"] == "checkpoint" and d["system"]["config"] == {"model": "tiny"} for d in docs)
-    assert all(d["settings"]["generation"] == {"num_steps": 3} for d in docs)
-    assert len(calls) == 2 and calls[0][1] == 2 and calls[0][2] == {"num_steps": 3}
+    assert all(d["settings"]["generation"] == {"crop": False, "num_steps": 3} for d in docs)
+    assert len(calls) == 2 and calls[0][1] == 2 and calls[0][2] == {"crop": False, "num_steps": 3}
     assert all(d["metrics"]["pixel_l1"]["value"] > 0 for d in docs)   # a still image is not the clip
 
 

@@ -7,6 +7,7 @@ file raises ``ModelFileMissing`` naming the file, where it was looked for and it
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -42,6 +43,26 @@ class ModelFileMissing(FileNotFoundError):
     pass
 
 
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """Silence the C++ start-up chatter (TFLite/XNNPACK, LiteRT) MediaPipe prints on fd 2.
+
+    Python exceptions are unaffected: their text travels with the exception, not through fd 2.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def mediapipe_search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("EMO_MEDIAPIPE_DIR"):
@@ -62,6 +83,40 @@ def resolve_mediapipe_model(name: str, model_dir: str | os.PathLike | None = Non
         f"Download it from {spec['url']} into one of these directories "
         f"(or set EMO_MEDIAPIPE_DIR)."
     )
+
+
+def fetch_mediapipe_models(dest: str | os.PathLike | None = None) -> list[Path]:
+    """Download the MediaPipe model files that cannot be found (needs internet), atomically.
+
+    Files go to `dest` (default: ~/.cache/emo/mediapipe, searched automatically). A download whose
+    sha256 differs from the digests recorded here is kept but reported, since Google may update
+    the official file; the digest is printed so it can be pinned.
+    """
+    import urllib.request
+
+    dest = Path(dest) if dest else Path.home() / ".cache" / "emo" / "mediapipe"
+    paths = []
+    for name, spec in MEDIAPIPE_MODELS.items():
+        try:
+            paths.append(resolve_mediapipe_model(name))
+            continue
+        except ModelFileMissing:
+            pass
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / spec["files"][0]
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            with urllib.request.urlopen(spec["url"], timeout=60) as response, open(tmp, "wb") as f:
+                while block := response.read(1 << 20):
+                    f.write(block)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        digest = sha256_file(target)
+        if digest not in spec["sha256"]:
+            print(f"note: {target.name} has sha256 {digest}, not one recorded here (the official file may have been updated)")
+        paths.append(target)
+    return paths
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -126,19 +181,23 @@ class FaceAnalyser:
             min_tracking_confidence=min_confidence,
             output_face_blendshapes=True, output_facial_transformation_matrixes=True,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with _quiet_native_logs():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._last_ts = -1
+        self._warm = False
 
     def analyse(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceObservation]:
         import mediapipe as mp
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        if self.video:
-            ts = self._last_ts + 1 if timestamp_ms is None else max(int(timestamp_ms), self._last_ts + 1)
-            self._last_ts = ts
-            result = self._landmarker.detect_for_video(image, ts)
-        else:
-            result = self._landmarker.detect(image)
+        with contextlib.nullcontext() if self._warm else _quiet_native_logs():
+            if self.video:
+                ts = self._last_ts + 1 if timestamp_ms is None else max(int(timestamp_ms), self._last_ts + 1)
+                self._last_ts = ts
+                result = self._landmarker.detect_for_video(image, ts)
+            else:
+                result = self._landmarker.detect(image)
+        self._warm = True
         h, w = rgb.shape[:2]
         faces = []
         for i, lms in enumerate(result.face_landmarks):
@@ -157,7 +216,8 @@ class FaceAnalyser:
 
     def close(self) -> None:
         if self._landmarker is not None:
-            self._landmarker.close()
+            with _quiet_native_logs():
+                self._landmarker.close()
             self._landmarker = None
 
     def __enter__(self):
@@ -178,7 +238,8 @@ class FaceDetector:
         options = vision.FaceDetectorOptions(
             base_options=mpt.BaseOptions(model_asset_path=str(model)),
             running_mode=vision.RunningMode.IMAGE, min_detection_confidence=min_confidence)
-        self._detector = vision.FaceDetector.create_from_options(options)
+        with _quiet_native_logs():
+            self._detector = vision.FaceDetector.create_from_options(options)
 
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """[(box x0,y0,x1,y1 in pixels, score)], highest score first."""
@@ -186,7 +247,9 @@ class FaceDetector:
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         out = []
-        for d in self._detector.detect(image).detections:
+        with _quiet_native_logs():   # the detector is cheap; its first call warns about alignment
+            detections = self._detector.detect(image).detections
+        for d in detections:
             b = d.bounding_box
             out.append((np.array([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height],
                                  dtype=np.float32), float(d.categories[0].score)))
@@ -194,7 +257,8 @@ class FaceDetector:
 
     def close(self) -> None:
         if self._detector is not None:
-            self._detector.close()
+            with _quiet_native_logs():
+                self._detector.close()
             self._detector = None
 
     def __enter__(self):

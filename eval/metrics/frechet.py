@@ -43,7 +43,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm: "
                              "covariances are not positive semi-definite")
         covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    # A distance is never negative; rounding can leave about -1e-9 for identical sets.
+    return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean)))
 
 
 def _sqrtm_error(root: np.ndarray, a: np.ndarray) -> float:
@@ -77,7 +78,8 @@ def frechet_distance_fast(gen: np.ndarray, real: np.ndarray) -> float:
         w, v = np.linalg.eigh(s1)
         root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
         cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
-    return float(diff @ diff + tr1 + tr2 - 2.0 * cross)
+    # A distance is never negative; rounding can leave about -1e-9 for identical sets.
+    return max(0.0, float(diff @ diff + tr1 + tr2 - 2.0 * cross))
 
 
 def stack_features(parts: list[np.ndarray]) -> np.ndarray:

@@ -5,6 +5,8 @@ clips; + = audio late). Outputs `lm_sync_offset_abs` (|frames|, lower better) an
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .base import ClipSample, Metric, sample_landmarks
 
 
@@ -26,4 +28,7 @@ class LandmarkSync(Metric):
 
     def score_clip(self, sample: ClipSample) -> dict:
         result = self.measure(sample)
+        if not np.isfinite(result.curve).any():
+            # No face tracked long enough to correlate: no measurement, not "offset 0, confidence 0".
+            return {"lm_sync_offset_abs": float("nan"), "lm_sync_confidence": float("nan")}
         return {"lm_sync_offset_abs": float(abs(result.offset)), "lm_sync_confidence": float(result.confidence)}

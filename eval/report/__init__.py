@@ -26,6 +26,7 @@ __all__ = ["ReportOptions", "build_report"]
 @dataclass
 class ReportOptions:
     title: str | None = None
+    note: str | None = None       # a paragraph shown under the title (e.g. what this run is, and is not)
     strip_clips: int = 3          # clips shown as frame strips
     strip_times: int = 6          # ground-truth times per strip
     thumb_height: int = 96
@@ -82,7 +83,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
     videos = system_videos(data, opts.video_clips, opts.video_height, opts.video_seconds) if opts.videos else []
     rows = [{"column": c, "cells": [(s, data.cells[(s.name, c.name)]) for s in data.systems]} for c in data.columns]
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    context = dict(title=title, created=created, dataset=data.dataset, warnings=data.warnings,
+    context = dict(title=title, note=opts.note, created=created, dataset=data.dataset, warnings=data.warnings,
                    columns=data.columns, systems=data.systems, rows=rows, arrow=ARROW, ci_text=_ci_text(data),
                    unavailable=grouped_unavailable(data), errors=metric_errors(data), plots=plots, alignment=data.alignment,
                    alignment_rule=ALIGNMENT_RULE,
@@ -95,6 +96,6 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html").render(**context)
     html_path = _atomic_write(out_dir / "index.html", html)
-    md = render_markdown(data, title, created, _ci_text(data), plots, strips, videos, out_dir / "assets")
+    md = render_markdown(data, title, opts.note, created, _ci_text(data), plots, strips, videos, out_dir / "assets")
     md_path = _atomic_write(out_dir / "report.md", md)
     return html_path, md_path

@@ -31,10 +31,10 @@ def _cell_md(cell) -> str:
     return text
 
 
-def render_markdown(data: ReportData, title: str, created: str, ci_text: str, plots: list[dict],
+def render_markdown(data: ReportData, title: str, note: str | None, created: str, ci_text: str, plots: list[dict],
                     strips, videos, assets: Path) -> str:
     ds = data.dataset
-    lines = [f"# {title}", "",
+    lines = [f"# {title}", ""] + ([note, ""] if note else []) + [
              f"Created {created} · dataset `{ds.get('path')}` · split **{ds.get('split')}** · "
              f"{ds.get('n_clips')} clips · manifest sha256 `{(ds.get('manifest_sha256') or '')[:12]}`", ""]
     if data.warnings:
