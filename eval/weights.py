@@ -16,13 +16,14 @@ both give the same output (see that function).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from emo.media.face import sha256_file
 
 FETCH_COMMAND = "python -m eval weights fetch"
 
@@ -163,11 +164,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     st = os.stat(path)
     key = (str(path), st.st_mtime, st.st_size)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = sha256_file(path)
     return _HASH_CACHE[key]
 
 

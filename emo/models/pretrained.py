@@ -33,16 +33,11 @@ SOURCES = {
 KNOWN_SHA256: dict[str, str] = {}
 
 
+from ..media.face import sha256_file  # noqa: E402  (one hashing helper for the toolkit)
+
+
 class PretrainedMissing(FileNotFoundError):
     pass
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _missing(kind: str, path: str, detail: str = "") -> PretrainedMissing:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from .base import ClipSample, Metric, MetricUnavailable, sample_landmarks
-from .frechet import frechet_distance_fast, frechet_distance_of_features, stack_features
+from .frechet import FrechetOfFeatures
 
 
-class EFIDBlendshapes(Metric):
+class EFIDBlendshapes(FrechetOfFeatures, Metric):
     name = "e_fid_blendshapes"
     direction = "lower"
     level = "set"
@@ -27,15 +27,6 @@ class EFIDBlendshapes(Metric):
         gen, gt = sample_landmarks(sample, "generated"), sample_landmarks(sample, "ground_truth")
         return gen.blendshapes[gen.found].astype(np.float64), gt.blendshapes[gt.found].astype(np.float64)
 
-    def aggregate(self, gen, real) -> float:
-        g, r = stack_features(gen), stack_features(real)
-        if len(g) < 2 or len(r) < 2:
-            return float("nan")
-        return frechet_distance_of_features(g, r)
-
-    def bootstrap_aggregate(self, gen, real) -> float:
-        """Same number as `aggregate` (tested) without scipy's general sqrtm: for bootstrap resamples."""
-        return frechet_distance_fast(stack_features(gen), stack_features(real))
 
 
 class EFID3DMM(Metric):

@@ -108,3 +108,17 @@ def kid(gen: np.ndarray, real: np.ndarray, subset_size: int = 1000, n_subsets: i
         vals.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
                     - 2 * kxy.mean())
     return float(np.mean(vals))
+
+
+class FrechetOfFeatures:
+    """Mixin for set-level metrics that are a Frechet distance between per-clip feature rows."""
+
+    def aggregate(self, gen, real) -> float:
+        g, r = stack_features(gen), stack_features(real)
+        if len(g) < 2 or len(r) < 2:
+            return float("nan")
+        return frechet_distance_of_features(g, r)
+
+    def bootstrap_aggregate(self, gen, real) -> float:
+        """Same number as `aggregate` (tested) without scipy's general sqrtm: for bootstrap resamples."""
+        return frechet_distance_fast(stack_features(gen), stack_features(real))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .base import ClipSample, Metric, device_of
-from .frechet import frechet_distance_fast, frechet_distance_of_features, stack_features
+from .frechet import FrechetOfFeatures
 
 SEGMENT = 16
 
@@ -34,7 +34,7 @@ def i3d_features(frames: np.ndarray, model, batch: int = 2) -> np.ndarray:
     return np.concatenate(out, 0) if out else np.zeros((0, 400))
 
 
-class FVD(Metric):
+class FVD(FrechetOfFeatures, Metric):
     name = "fvd"
     direction = "lower"
     level = "set"
@@ -47,12 +47,3 @@ class FVD(Metric):
         model = load_network("i3d_fvd", self.weights_dir).to(self.device)
         return i3d_features(sample.generated, model), i3d_features(sample.ground_truth, model)
 
-    def aggregate(self, gen, real) -> float:
-        g, r = stack_features(gen), stack_features(real)
-        if len(g) < 2 or len(r) < 2:
-            return float("nan")
-        return frechet_distance_of_features(g, r)
-
-    def bootstrap_aggregate(self, gen, real) -> float:
-        """Same number as `aggregate` (tested) without scipy's general sqrtm: for bootstrap resamples."""
-        return frechet_distance_fast(stack_features(gen), stack_features(real))
