@@ -21,6 +21,8 @@ CKPT ?= checkpoints/tiny
 RESULTS ?= results/sample
 REPORT ?= reports/sample
 WORKERS ?= 2
+# Generation settings for `make eval` (the tiny sample model needs few DDIM steps; the paper uses 40).
+GEN ?= steps=10
 MEDIAPIPE_DIR ?= $(firstword $(wildcard ../shared/models/mediapipe) models/mediapipe)
 export EMO_MEDIAPIPE_DIR ?= $(abspath $(MEDIAPIPE_DIR))
 
@@ -60,10 +62,10 @@ train: venv
 	$(PY) -m emo train --config $(CONFIG) --dataset $(DATASET) --out $(CKPT)
 
 eval: venv
-	$(PY) -m eval score --dataset $(DATASET) --checkpoint $(CKPT) --out $(RESULTS)
+	$(PY) -m eval score --dataset $(DATASET) --checkpoint $(CKPT) --out $(RESULTS) $(foreach g,$(GEN),--gen $(g))
 
 report: venv
-	$(PY) -m eval report $(RESULTS)/*.json --out $(REPORT)
+	$(PY) -m eval report $(wildcard $(RESULTS)/*.json) --out $(REPORT)
 
 demo: venv
 	$(PY) -m demo

@@ -65,7 +65,7 @@ class SpeechConfig:
 @dataclass
 class FilterConfig:
     min_face_frac: float = 0.1        # face height / frame height
-    min_sharpness: float = 20.0       # variance of the Laplacian of the face at 128 px
+    min_sharpness: float = 15.0       # variance of the Laplacian of the face at 128 px
     max_abs_yaw: float = 45.0         # degrees
     min_duration_s: float = 3.0
     min_speech_ratio: float = 0.3
