@@ -30,7 +30,8 @@ def _steps(root: Path, quick: bool, workers: int) -> list[tuple[str, list, Path]
     ckpt, results, report = root / "checkpoints/tiny", root / "results/sample", root / "reports/sample"
     train = [py, "-m", "emo", "train", "--config", "emo/configs/tiny.yaml", "--dataset", str(dataset),
              "--out", str(ckpt), "--no-log"]
-    trains = [train + ["--max-steps", "3"], train + ["--resume", str(ckpt), "--max-steps", "3"]] if quick else [train]
+    trains = ([train + ["--max-steps", "3", "--vae-fit-steps", "20"], train + ["--resume", str(ckpt), "--max-steps", "3"]]
+              if quick else [train])
     score = [py, "-m", "eval", "score", "--dataset", str(dataset), "--checkpoint", str(ckpt),
              "--out", str(results), "--gen", f"steps={2 if quick else 10}"]
     if quick:

@@ -27,7 +27,8 @@ def data(tmp_path_factory):
 
 def _cfg(**train):
     cfg = load_config("emo/configs/tiny.yaml")
-    cfg.train.update({"save_every": 0, "log_every": 1, "lr": 1e-3, "lr_warmup_steps": 2, **train})
+    # vae_fit_steps 0: these tests are about the stages' loop; VAE fitting has its own test
+    cfg.train.update({"save_every": 0, "log_every": 1, "lr": 1e-3, "lr_warmup_steps": 2, "vae_fit_steps": 0, **train})
     return cfg
 
 
@@ -120,7 +121,7 @@ def test_missing_manifest_or_checkpoint_is_a_clear_error(tmp_path):
 def test_cli_train_then_resume(data, tmp_path):
     from emo.cli import main as emo_cli
     args = ["train", "--config", "emo/configs/tiny.yaml", "--dataset", str(data), "--out", str(tmp_path / "run"),
-            "--no-log", "--max-steps", "2"]
+            "--no-log", "--max-steps", "2", "--vae-fit-steps", "0"]
     first = CliRunner().invoke(emo_cli, args)
     assert first.exit_code == 0, first.output
     assert "trained to step 2" in first.output
@@ -128,3 +129,19 @@ def test_cli_train_then_resume(data, tmp_path):
     assert again.exit_code == 0, again.output
     assert "trained to step 4" in again.output
     assert (tmp_path / "run" / "latest").read_text().strip() == "step-000004"
+
+
+def test_vae_without_weights_is_fitted_first_and_saved(data, tmp_path):
+    # The tiny config has no pretrained VAE: a fresh run fits it (reconstruction loss must fall at
+    # least 2x in 40 steps), sets the latent scaling factor to 1 / std of the latents, and every
+    # checkpoint carries the fitted VAE, so a resumed run does not fit it again.
+    cfg = _cfg(stages={1: {"steps": 1}, 2: {"steps": 1}})
+    result = main(cfg, data, tmp_path / "run", log_with=None, vae_fit_steps=40)
+    fit = result.vae_fit
+    assert fit is not None and fit["last_loss"] < fit["first_loss"] / 2
+    model = EMOModel.from_checkpoint(result.checkpoints[-1])
+    assert model.vae.config.scaling_factor == pytest.approx(fit["scaling_factor"])
+    assert model.vae.config.scaling_factor != pytest.approx(0.18215)
+    resumed = main(cfg, data, tmp_path / "run", log_with=None, vae_fit_steps=40,
+                   resume=tmp_path / "run", max_steps=1)
+    assert resumed.vae_fit is None

@@ -16,7 +16,10 @@ import click
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None, help="Overrides train.mixed_precision.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="Overrides train.gradient_checkpointing.")
 @click.option("--no-log", is_flag=True, help="No TensorBoard tracker.")
-def train_command(config, dataset, out, stage, max_steps, resume, mixed_precision, gradient_checkpointing, no_log):
+@click.option("--vae-fit-steps", type=click.IntRange(min=0), default=None,
+              help="Overrides train.vae_fit_steps (fitting a VAE that has no pretrained weights; 0: off).")
+def train_command(config, dataset, out, stage, max_steps, resume, mixed_precision, gradient_checkpointing, no_log,
+                  vae_fit_steps):
     """Train EMO (stages 1 -> 2 -> 3) on a dataset folder; checkpoints follow Contract 2."""
     from emo.config import ConfigError
     from emo.manifest import ManifestError
@@ -28,7 +31,7 @@ def train_command(config, dataset, out, stage, max_steps, resume, mixed_precisio
     try:
         result = main(config, dataset, out, stage=stage, max_steps=max_steps, resume=resume,
                       mixed_precision=mixed_precision, log_with=None if no_log else "config",
-                      gradient_checkpointing=gradient_checkpointing)
+                      gradient_checkpointing=gradient_checkpointing, vae_fit_steps=vae_fit_steps)
     except (FileNotFoundError, ManifestError, TrainConfigError, ConfigError) as exc:   # PretrainedMissing too
         raise click.ClickException(str(exc)) from None
     if not result.is_main_process:

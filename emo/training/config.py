@@ -76,6 +76,8 @@ class TrainConfig:
     log_every: int = 10
     log_with: str | None = "tensorboard"      # accelerate tracker name, or null
     stages: dict[int, StagePlan] = field(default_factory=dict)
+    vae_fit_steps: int = 0                    # >0: fit a VAE that has no pretrained weights first (vae_fit.py)
+    vae_fit_lr: float = 1e-3
     ema: EMAConfig = field(default_factory=EMAConfig)
 
     def __post_init__(self):

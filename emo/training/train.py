@@ -41,6 +41,7 @@ class TrainResult:
     trainable: dict[int, dict[str, int]] = field(default_factory=dict)   # stage -> group counts
     seconds: float = 0.0
     is_main_process: bool = True
+    vae_fit: dict | None = None          # losses and scaling factor when a VAE was fitted first
 
 
 def _load_cfg(config):
@@ -105,7 +106,7 @@ def _enable_checkpointing(model) -> int:
 def main(config, dataset, out, stage: int | None = None, max_steps: int | None = None,
          resume: str | os.PathLike | None = None, mixed_precision: str | None = None,
          log_with: str | None = "config", gradient_checkpointing: bool | None = None,
-         model_cls=None) -> TrainResult:
+         model_cls=None, vae_fit_steps: int | None = None) -> TrainResult:
     """Train and write checkpoints under `out`. `max_steps` bounds the optimizer steps of THIS call
     (a checkpoint is written where it stops); `resume` is a checkpoint or run folder.
     `model_cls` replaces EMOModel (a subclass or anything with its interface; used by tests)."""
@@ -126,6 +127,12 @@ def main(config, dataset, out, stage: int | None = None, max_steps: int | None =
         from emo.models.emo_model import EMOModel as model_cls
     # Resuming, the networks come from the checkpoint (its config.yaml); data/train from `config`.
     model = model_cls.from_checkpoint(ckpt) if ckpt is not None else model_cls.from_config(cfg, seed=train.seed)
+    result_vae = None
+    if vae_fit_steps is not None:
+        train.vae_fit_steps = vae_fit_steps
+    if resumed is None and train.vae_fit_steps > 0 and not cfg.model.pretrained.vae:
+        from .vae_fit import fit_vae   # a random frozen VAE would decode every latent to noise
+        result_vae = fit_vae(model.vae, dataset, data, train.vae_fit_steps, train.vae_fit_lr, seed=train.seed)
     if gradient_checkpointing if gradient_checkpointing is not None else train.gradient_checkpointing:
         _enable_checkpointing(model)
     if accelerator.is_main_process:
@@ -134,7 +141,7 @@ def main(config, dataset, out, stage: int | None = None, max_steps: int | None =
             (out / "train_log.jsonl").unlink(missing_ok=True)
         accelerator.init_trackers("emo", config={"seed": train.seed, "lr": train.lr, "batch_size": train.batch_size})
     result = TrainResult(out=out, step=resumed["step"] if resumed else 0,
-                         is_main_process=accelerator.is_main_process)
+                         is_main_process=accelerator.is_main_process, vae_fit=result_vae)
     manifest_sha = manifest_hash(dataset)
     budget = max_steps if max_steps is not None else math.inf
     for stage_no, first, end in plan:
