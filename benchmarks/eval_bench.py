@@ -108,9 +108,4 @@ def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results", weights_di
 
 
 if __name__ == "__main__":
-    out = REPO / "benchmarks" / "results" / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(run(), indent=2) + "\n")
-    os.replace(tmp, out)
-    print(out)
+    print(json.dumps(run(), indent=2))

@@ -6,7 +6,7 @@ conditional + unconditional pass of guidance) and peak memory, with random weigh
   fits the time budget. On a CPU we first time ONE frame through the backbone; if the projected
   cost of a full step exceeds the budget it is reported as not measured, with the projection.
 Each configuration runs in its own process, so peak RSS (CPU) is that configuration's own.
-`run(out_dir)` writes out_dir/model.json and returns the same dict.
+`run(out_dir)` returns the dict that benchmarks/run.py writes to out_dir/model.json.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CPU_BUDGET_S = 120.0
 
 def _measure(name: str, budget_s: float, queue) -> None:
     import torch
+
     from emo.config import load_config
     from emo.models.emo_model import EMOModel
 
@@ -110,11 +111,6 @@ def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results") -> dict:
     doc["summary"] = "; ".join(
         f"{r['config']}: {r['seconds_per_step']} s/step on {r.get('device')}" if r.get("status") == "ok"
         else f"{r['config']}: {r.get('status')}" for r in doc["results"])
-    out = Path(out_dir) / "model.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
     return doc
 
 

@@ -11,6 +11,8 @@ import time
 import traceback
 from pathlib import Path
 
+from emo.fileio import atomic_write
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -19,10 +21,7 @@ def discover() -> list[str]:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 def run_one(name: str, out_dir: Path) -> dict:

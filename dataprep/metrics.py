@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.stages.diarize import Turn
+from emo.fileio import atomic_write
 
 
 @dataclass
@@ -111,11 +112,6 @@ def read_rttm(path: str | os.PathLike, file_id: str | None = None) -> list[Turn]
 
 def write_rttm(path: str | os.PathLike, turns: list[Turn], file_id: str) -> Path:
     """Write Turns as RTTM SPEAKER lines, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     lines = [f"SPEAKER {file_id} 1 {t.start:.3f} {t.duration:.3f} <NA> <NA> {t.speaker} <NA> <NA>"
              for t in sorted(turns, key=lambda t: t.start)]
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from emo.fileio import atomic_write
+
 from .config import DataprepConfig, config_hash
 from .pipeline import process_video
 from .stages.common import reject_row
@@ -67,9 +69,7 @@ def _worker(raw_dir: str, rel: str, out_dir: str, cfg: DataprepConfig) -> dict:
 
 
 def _save_result(work_dir: Path, key: str, result: dict) -> None:
-    tmp = work_dir / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result, default=float))
-    os.replace(tmp, work_dir / f"{key}.json")
+    atomic_write(work_dir / f"{key}.json", json.dumps(result, default=float))
 
 
 def _load_result(work_dir: Path, key: str) -> dict | None:

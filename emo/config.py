@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .fileio import atomic_write
+
 
 class ConfigError(ValueError):
     pass
@@ -116,11 +118,7 @@ class EMOConfig:
     def to_yaml(self, path: str | os.PathLike | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            atomic_write(path, text)
         return text
 
 

@@ -28,6 +28,8 @@ import math
 import os
 from pathlib import Path
 
+from emo.fileio import atomic_write
+
 SCHEMA = "emo-eval-results/1"
 SYSTEM_KINDS = ("checkpoint", "directory", "baseline")
 DIRECTIONS = ("higher", "lower")
@@ -109,16 +111,7 @@ def validate_results(doc: dict) -> dict:
 def write_results(doc: dict, path: str | os.PathLike) -> Path:
     """Validate and write atomically (strict JSON: NaN is refused)."""
     validate_results(doc)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, json.dumps(doc, indent=2, allow_nan=False, sort_keys=False) + "\n")
 
 
 def read_results(path: str | os.PathLike) -> dict:

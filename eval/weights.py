@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo.media.face import sha256_file
+from emo.fileio import sha256_file
 
 FETCH_COMMAND = "python -m eval weights fetch"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emo.fileio import atomic_write
 from emo.manifest import (MANIFEST_SCHEMA, REJECTS_SCHEMA, empty_frame, write_manifest,
                           write_rejects)
 
@@ -77,9 +78,7 @@ def assemble(results: list[dict], raw_dir: str | os.PathLike, out_dir: str | os.
     write_manifest(manifest, out_dir)
     write_rejects(rejects_df, out_dir)
     stats = make_stats(results, manifest, rejects_df, cfg, run)
-    tmp = Path(out_dir) / f".stats.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(stats, indent=1, default=str))
-    os.replace(tmp, Path(out_dir) / "stats.json")
+    atomic_write(Path(out_dir) / "stats.json", json.dumps(stats, indent=1, default=str))
     return stats
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from emo.fileio import atomic_write
 from emo.media.video import write_video
 
 from .face import random_style
@@ -44,12 +45,6 @@ EXPECTED = {
 def load_config(path: str | os.PathLike = CONFIG_PATH) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def plan_video(cfg: dict, video_index: int, seed: int) -> tuple[list[ShotPlan], list[str]]:
@@ -162,8 +157,8 @@ def render_video(cfg: dict, video_index: int, seed: int, out_dir: Path) -> Path:
     }
     buf = io.BytesIO()
     np.savez_compressed(buf, **gt)
-    _atomic_bytes(out_dir / f"{vid}.groundtruth.npz", buf.getvalue())
-    _atomic_bytes(out_dir / f"{vid}.groundtruth.json", json.dumps(meta, indent=1).encode())
+    atomic_write(out_dir / f"{vid}.groundtruth.npz", buf.getvalue())
+    atomic_write(out_dir / f"{vid}.groundtruth.json", json.dumps(meta, indent=1).encode())
     return path
 
 
@@ -214,14 +209,14 @@ def generate_corpus(out_dir: str | os.PathLike, seed: int = 0,
     for i, v in enumerate(videos):
         ids = [f"id{i * cfg['identities_per_video'] + k:02d}" for k in range(cfg["identities_per_video"])]
         writer.writerow([v.name, "-".join(ids)])
-    _atomic_bytes(out_dir / "groups.csv", groups.getvalue().encode())
+    atomic_write(out_dir / "groups.csv", groups.getvalue().encode())
     names = [v.name for v in videos]
     names += [f"{v.stem}.groundtruth.{ext}" for v in videos for ext in ("json", "npz")]
     names.append("groups.csv")
     manifest = {"seed": seed, "config": cfg, "code": code_fingerprint(), "videos": [v.name for v in videos],
                 "files": {n: (out_dir / n).stat().st_size for n in names},
                 "render_seconds": round(time.time() - t0, 2)}
-    _atomic_bytes(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    atomic_write(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
     return videos
 
 

@@ -8,13 +8,13 @@ file raises ``ModelFileMissing`` naming the file, where it was looked for and it
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import sha256_file
 from .pose import rotation_to_euler
 
 # Official MediaPipe model files (Apache-2.0). Several names are accepted for the landmarker:
@@ -117,14 +117,6 @@ def fetch_mediapipe_models(dest: str | os.PathLike | None = None) -> list[Path]:
             print(f"note: {target.name} has sha256 {digest}, not one recorded here (the official file may have been updated)")
         paths.append(target)
     return paths
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

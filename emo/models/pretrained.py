@@ -7,11 +7,11 @@ preferred) or torch.load(weights_only=True) for AnimateDiff's original .ckpt.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import torch
+
+from ..fileio import sha256_file
 
 SOURCES = {
     "unet": {"what": "Stable Diffusion 1.5 UNet (diffusers layout: config.json + diffusion_pytorch_model.safetensors)",
@@ -31,9 +31,6 @@ SOURCES = {
 # sha256 of single-file weights, checked when the file is read. Only digests we have verified
 # ourselves belong here; add one after checking a download (`sha256sum FILE`).
 KNOWN_SHA256: dict[str, str] = {}
-
-
-from ..media.face import sha256_file  # noqa: E402  (one hashing helper for the toolkit)
 
 
 class PretrainedMissing(FileNotFoundError):
@@ -103,7 +100,9 @@ def load_motion_module_state_dict(path: str) -> dict[str, torch.Tensor]:
         sd = torch.load(p, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd)
     if any(".temporal_transformer." in k or ".attention_blocks." in k for k in sd):
-        from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+        from diffusers.loaders.single_file_utils import (
+            convert_animatediff_checkpoint_to_diffusers,
+        )
         sd = convert_animatediff_checkpoint_to_diffusers(sd)
     return sd
 

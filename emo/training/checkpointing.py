@@ -12,6 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
+from emo.fileio import atomic_write
+
 from . import state as st
 
 LATEST = "latest"
@@ -22,9 +24,7 @@ def step_name(step: int) -> str:
 
 
 def write_latest(out: Path, name: str) -> None:
-    tmp = out / f".{LATEST}.{os.getpid()}.tmp"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, out / LATEST)
+    atomic_write(out / LATEST, name + "\n")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

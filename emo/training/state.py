@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from emo.fileio import atomic_write
+
 STATE_DIR = "training_state"
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -7,13 +7,13 @@ content; its images and videos are files under `out_dir/assets/`).
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
 
+from emo.fileio import atomic_write
 from eval.alignment import ALIGNMENT_RULE
 from eval.report.data import ARROW, ReportData, build_report_data, grouped_unavailable, metric_errors
 from eval.report.markdown import render_markdown
@@ -38,18 +38,6 @@ class ReportOptions:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _atomic_write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _ci_text(data: ReportData) -> str:
@@ -95,7 +83,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html").render(**context)
-    html_path = _atomic_write(out_dir / "index.html", html)
+    html_path = atomic_write(out_dir / "index.html", html)
     md = render_markdown(data, title, opts.note, created, _ci_text(data), plots, strips, videos, out_dir / "assets")
-    md_path = _atomic_write(out_dir / "report.md", md)
+    md_path = atomic_write(out_dir / "report.md", md)
     return html_path, md_path

@@ -2,19 +2,15 @@
 are written as files under `assets/` and linked relatively (Markdown viewers rarely show data URIs)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from emo.fileio import atomic_write
 from eval.alignment import ALIGNMENT_RULE
 from eval.report.data import ARROW, ReportData, grouped_unavailable, metric_errors
 
 
 def _write_asset(folder: Path, name: str, data: bytes) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(folder / name, data)
     return f"{folder.name}/{name}"
 
 
