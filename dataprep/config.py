@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
+from emo.typed_config import from_mapping, load_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -96,35 +96,13 @@ class DataprepConfig:
         return asdict(self)
 
 
-def _build(cls, data: dict, where: str):
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {where!r} must be a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"config section {where!r}: unknown keys {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if callable(known[name].default_factory) else None
-        if is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict) -> DataprepConfig:
-    return _build(DataprepConfig, data or {}, "")
+def config_from_dict(data: dict, source: str | os.PathLike | None = None) -> DataprepConfig:
+    return from_mapping(DataprepConfig, data or {}, source=source)
 
 
 def load_config(path: str | os.PathLike | None = None) -> DataprepConfig:
     """Read a YAML config; None gives the default config (configs/default.yaml)."""
-    path = Path(path) if path else CONFIG_DIR / "default.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+    return load_yaml(DataprepConfig, Path(path) if path else CONFIG_DIR / "default.yaml")
 
 
 def config_hash(cfg: DataprepConfig) -> str:

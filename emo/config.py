@@ -1,7 +1,8 @@
 """The EMO configuration: one YAML file, one dataclass per section.
 
 `model`, `audio`, `speed` and `inference` are owned by the model code and parsed here; `data` and
-`train` are kept as plain dicts whose meaning belongs to `emo.training`.
+`train` are kept as plain dicts whose meaning belongs to `emo.training`. Types and unknown keys are
+checked when the file is loaded (`emo.typed_config`).
 """
 from __future__ import annotations
 
@@ -14,10 +15,7 @@ from typing import Any
 import yaml
 
 from .fileio import atomic_write
-
-
-class ConfigError(ValueError):
-    pass
+from .typed_config import ConfigError, from_mapping, read_yaml_mapping
 
 
 @dataclass
@@ -94,7 +92,7 @@ class EMOConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     data: dict[str, Any] = field(default_factory=dict)     # owned by emo.training
     train: dict[str, Any] = field(default_factory=dict)    # owned by emo.training
-    source: str | None = None                               # where it was loaded from (not saved)
+    source: str | None = field(default=None, metadata={"internal": True})  # where it was loaded from (not saved)
 
     def validate(self) -> None:
         s = self.speed
@@ -122,36 +120,9 @@ class EMOConfig:
         return text
 
 
-def _build(cls, values: dict | None, where: str):
-    """Dataclass from a dict; unknown keys are an error (a typo must not silently fall back)."""
-    values = dict(values or {})
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING \
-            else known[name].default
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, f"{where}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(d: dict, source: str | None = None) -> EMOConfig:
-    d = dict(d or {})
-    cfg = EMOConfig(
-        model=_build(ModelConfig, d.pop("model", None), "model"),
-        audio=_build(AudioConfig, d.pop("audio", None), "audio"),
-        speed=_build(SpeedConfig, d.pop("speed", None), "speed"),
-        inference=_build(InferenceConfig, d.pop("inference", None), "inference"),
-        data=dict(d.pop("data", None) or {}),
-        train=dict(d.pop("train", None) or {}),
-        source=source,
-    )
-    if d:
-        raise ConfigError(f"unknown section(s): {', '.join(sorted(d))}")
+    cfg = from_mapping(EMOConfig, d, source=source)
+    cfg.source = source
     cfg.validate()
     return cfg
 
@@ -163,11 +134,7 @@ def load_config(path: str | os.PathLike) -> EMOConfig:
         p = CONFIG_DIR / f"{p.name}.yaml"
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    with open(p) as f:
-        d = yaml.safe_load(f) or {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
-    return config_from_dict(d, source=str(p))
+    return config_from_dict(read_yaml_mapping(p), source=str(p))
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
