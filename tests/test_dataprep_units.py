@@ -19,7 +19,7 @@ def test_configs_load_and_unknown_keys_are_errors(tmp_path):
         assert isinstance(cfg, DataprepConfig)
     assert load_config(CONFIG_DIR / "sample.yaml").faces.crop_size == 256
     assert load_config().faces.crop_size == 512
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"faces: unknown key\(s\) strid"):
         config_from_dict({"faces": {"strid": 2}})
     with pytest.raises(ValueError, match="mapping"):
         config_from_dict({"cut": 3})
