@@ -12,7 +12,7 @@ from eval.metrics.blink import count_blinks
 from eval.metrics.head_pose import pose_range
 from eval.metrics.lmd import landmark_distance
 from eval.metrics.pixel import psnr_frames, ssim_frames
-from eval.metrics.sync import resample_indices, sync_scores
+from emo.media.syncnet import resample_indices, sync_scores
 from eval.networks.inception import FIDInceptionV3, resize_bilinear_tf1
 
 

@@ -70,7 +70,7 @@ def test_landmark_figures_see_ground_truth_as_perfect_and_a_lag_as_not(talking):
 
 def test_syncnet_face_crops_hold_the_face_and_windows_fit_the_audio(talking):
     from emo.media.face import FaceAnalyser
-    from eval.metrics.sync import face_crops, mfcc_16k, resample_indices, syncnet_embeddings, sync_scores
+    from emo.media.syncnet import face_crops, mfcc_16k, resample_indices, syncnet_embeddings, sync_scores
     from eval.networks import SyncNet
 
     sample, track = talking

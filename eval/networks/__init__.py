@@ -10,24 +10,15 @@ from functools import lru_cache
 
 import torch
 
+from emo.media.syncnet import SyncNet, load_syncnet
+from emo.weights import load_strict as _strict
+
 from .arcface import IResNet
 from .i3d import InceptionI3d
 from .inception import FIDInceptionV3
 from .lpips import LPIPSAlex
-from .syncnet import SyncNet
 
 __all__ = ["FIDInceptionV3", "InceptionI3d", "SyncNet", "IResNet", "LPIPSAlex", "load_network"]
-
-
-def _strict(module: torch.nn.Module, state: dict, what: str) -> torch.nn.Module:
-    result = module.load_state_dict(state, strict=False)
-    # Files saved by PyTorch < 0.4.1 (syncnet_v2.model) have no BatchNorm `num_batches_tracked`
-    # counters; they are not weights and do not affect eval-mode outputs.
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{what}: the file does not fit the architecture: missing {missing[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}")
-    return module.eval()
 
 
 def arcface_arch_of(state: dict) -> str:
@@ -46,7 +37,7 @@ def load_network(name: str, weights_dir: str | None = None) -> torch.nn.Module:
     if name == "i3d_fvd":
         return _strict(InceptionI3d(), load_state_dict("i3d_fvd", weights_dir), name)
     if name == "syncnet":
-        return _strict(SyncNet(), load_state_dict("syncnet", weights_dir), name)
+        return load_syncnet(weights_dir)
     if name == "arcface":
         state = load_state_dict("arcface_r100", weights_dir)
         arch = arcface_arch_of(state)
