@@ -3,17 +3,15 @@ call resumes the first) -> two checkpoints and the baselines scored -> report, c
 sees it in headless Chromium. Needs MediaPipe's model files (../shared/models/mediapipe)."""
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from browser import run_chromium
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"]
 pytestmark = pytest.mark.slow
 
 
@@ -52,13 +50,10 @@ def test_rerun_reuses_what_is_built(demo_root):
     assert manifest.stat().st_mtime_ns == before
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
-def test_report_shows_checkpoints_baselines_and_plots(demo_root, tmp_path):
+def test_report_shows_checkpoints_baselines_and_plots(demo_root, tmp_path, chromium):
     root, _ = demo_root
     url = (root / "reports/sample/index.html").resolve().as_uri()
-    cmd = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=5000", "--dump-dom", url]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = run_chromium(chromium, ["--virtual-time-budget=5000", "--dump-dom", url], tmp_path, timeout=120).stdout
     table = re.search(r'<table id="metrics-table">.*?</table>', dom, re.S).group(0)
     assert re.findall(r'data-system="([^"]+)"', table) == [
         "tiny/step-000003", "tiny/step-000006", "ground_truth", "reference_repeated", "audio_shifted_+5"]

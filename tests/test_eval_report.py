@@ -2,14 +2,13 @@
 HTML/Markdown and as a reader sees it in headless Chromium (skipped when Chromium is absent)."""
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from browser import run_chromium
 from eval_harness_helpers import make_dataset, toy_metrics, write_generated
 from eval.cli import main as cli
 from eval.harness import ScoreConfig, directory_system, load_heldout, score
@@ -18,9 +17,6 @@ from eval.report.data import build_report_data
 from eval.results import ResultsError
 from eval.scoring import BootstrapConfig
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +101,10 @@ def test_bad_results_file_is_refused(tmp_path):
     assert not (tmp_path / "out" / "index.html").exists()
 
 
-def _chromium(args, tmp, timeout=90):
-    cmd = [CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (/usr/bin/chromium) not installed")
-def test_report_as_rendered_in_chromium(report, tmp_path):
+def test_report_as_rendered_in_chromium(report, tmp_path, chromium):
     html_path, _ = report
     url = html_path.resolve().as_uri()
-    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", url], tmp_path).stdout
+    dom = run_chromium(chromium, ["--virtual-time-budget=5000", "--dump-dom", url], tmp_path).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     n_images = int(re.search(r'data-images="(\d+)"', body).group(1))
     broken = int(re.search(r'data-broken-images="(\d+)"', body).group(1))
@@ -132,7 +122,7 @@ def test_report_as_rendered_in_chromium(report, tmp_path):
     assert re.search(r'data-videos-failed="(\d+)"', body).group(1) == "0"
     assert re.search(r'data-videos-ready="(\d+)"', body).group(1) == "5"   # every video decodes
     shot = tmp_path / "shot.png"
-    _chromium([f"--screenshot={shot}", "--window-size=1200,1600", "--virtual-time-budget=3000", url], tmp_path)
+    run_chromium(chromium, [f"--screenshot={shot}", "--window-size=1200,1600", "--virtual-time-budget=3000", url], tmp_path)
     from PIL import Image
     img = np.asarray(Image.open(shot).convert("L"), np.float32)
     # a rendered page with a table and plots: not blank, with dark text/lines on a light page
