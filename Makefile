@@ -10,15 +10,20 @@ export HF_HUB_OFFLINE ?= 1
 export PYANNOTE_METRICS_ENABLED ?= 0
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-# Defaults point at the embedded synthetic sample.
+# Defaults point at the embedded synthetic sample. With them, each target first builds what it
+# needs and is missing (report <- eval <- train <- dataset); given your own DATASET, CKPT or
+# RESULTS, a missing input is an error that says which command makes it.
 SEED ?= 0
 SAMPLE_RAW ?= data/sample/raw
+SAMPLE_DATASET := manifests/sample
+SAMPLE_CKPT := checkpoints/tiny
+SAMPLE_RESULTS := results/sample
 RAW ?= $(SAMPLE_RAW)
 OUT ?=
-DATASET ?= manifests/sample
+DATASET ?= $(SAMPLE_DATASET)
 CONFIG ?= emo/configs/tiny.yaml
-CKPT ?= checkpoints/tiny
-RESULTS ?= results/sample
+CKPT ?= $(SAMPLE_CKPT)
+RESULTS ?= $(SAMPLE_RESULTS)
 REPORT ?= reports/sample
 WORKERS ?= 2
 # Generation settings for `make eval` (the tiny sample model needs few DDIM steps; the paper uses 40).
@@ -58,14 +63,42 @@ dataset: venv
 	@if [ "$(RAW)" = "$(SAMPLE_RAW)" ]; then $(PY) -m dataprep synth --out $(SAMPLE_RAW) --seed $(SEED); fi
 	$(PY) -m dataprep run --raw $(RAW) --out $(if $(OUT),$(OUT),$(DATASET)) --workers $(WORKERS)
 
-train: venv
+# `emo train` continues a run folder that holds an unfinished run and says so when it is complete.
+train: venv $(DATASET)/manifest.parquet
 	$(PY) -m emo train --config $(CONFIG) --dataset $(DATASET) --out $(CKPT)
 
-eval: venv
+eval: venv $(CKPT)/latest
 	$(PY) -m eval score --dataset $(DATASET) --checkpoint $(CKPT) --out $(RESULTS) $(foreach g,$(GEN),--gen $(g))
 
-report: venv
-	$(PY) -m eval report $(wildcard $(RESULTS)/*.json) --out $(REPORT)
+report: venv $(RESULTS)/baseline_ground_truth.json
+	$(PY) -m eval report $$(ls $(RESULTS)/*.json) --out $(REPORT)
+
+# The products the chain builds when missing (order-only: an existing product is never rebuilt
+# because an input is newer; run the target itself to continue or redo it).
+ifeq ($(DATASET),$(SAMPLE_DATASET))
+$(DATASET)/manifest.parquet: | venv
+	$(PY) -m dataprep synth --out $(SAMPLE_RAW) --seed $(SEED)
+	$(PY) -m dataprep run --raw $(SAMPLE_RAW) --out $(DATASET) --workers $(WORKERS)
+else
+$(DATASET)/manifest.parquet:
+	@echo "error: no manifest at $@; build it with: make dataset RAW=<your videos> OUT=$(DATASET)" >&2; exit 1
+endif
+
+ifeq ($(CKPT),$(SAMPLE_CKPT))
+$(CKPT)/latest: | venv $(DATASET)/manifest.parquet
+	$(PY) -m emo train --config $(CONFIG) --dataset $(DATASET) --out $(CKPT)
+else
+$(CKPT)/latest:
+	@echo "error: no checkpoint at $(CKPT); train one with: make train DATASET=$(DATASET) CKPT=$(CKPT)" >&2; exit 1
+endif
+
+ifeq ($(RESULTS),$(SAMPLE_RESULTS))
+$(RESULTS)/baseline_ground_truth.json: | venv $(CKPT)/latest
+	$(PY) -m eval score --dataset $(DATASET) --checkpoint $(CKPT) --out $(RESULTS) $(foreach g,$(GEN),--gen $(g))
+else
+$(RESULTS)/baseline_ground_truth.json:
+	@echo "error: no results in $(RESULTS); score with: make eval DATASET=$(DATASET) CKPT=$(CKPT) RESULTS=$(RESULTS)" >&2; exit 1
+endif
 
 demo: venv
 	$(PY) -m demo
