@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .fileio import atomic_path
+
 SPLITS = ("train", "val", "test")
 
 MANIFEST_SCHEMA = pa.schema([
@@ -120,10 +122,8 @@ def validate_rejects(df: pd.DataFrame) -> pa.Table:
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_manifest(df: pd.DataFrame, dataset: str | os.PathLike) -> Path:
@@ -187,10 +187,8 @@ def save_labels(path: str | os.PathLike, labels: dict[str, np.ndarray]) -> Path:
     missing = set(LABEL_KEYS) - set(labels)
     if missing:
         raise ManifestError(f"labels missing keys {sorted(missing)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in labels.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:   # keeps the .npz suffix, so np.savez adds none
+        np.savez(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in labels.items()})
     return path
 
 

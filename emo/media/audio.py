@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..fileio import atomic_path
 from .video import MediaError
 
 SPEECH_RATE = 16000  # wav2vec2, silero-vad and resemblyzer all work at 16 kHz
@@ -43,17 +44,13 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = SPEECH_RATE) -> Path:
     """Write mono 16-bit PCM, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pcm = (np.clip(np.asarray(audio, np.float32), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def frame_envelope(audio: np.ndarray, rate: int, fps: float, n_frames: int | None = None) -> np.ndarray:

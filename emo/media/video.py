@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 import av
 import numpy as np
 
+from ..fileio import atomic_path
+
 
 class MediaError(RuntimeError):
     """A file that cannot be used, with a short reason meant for a rejects table."""
@@ -161,10 +163,6 @@ def read_frames(path: str | os.PathLike, start: float | None = None, end: float 
     return np.stack(frames)
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray] | np.ndarray,
@@ -182,10 +180,8 @@ def write_video(
     `rotation` writes a display matrix (used by tests that need rotated inputs).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
     rate = Fraction(fps).limit_denominator(1001)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             vs = None
             as_ = None
@@ -209,10 +205,6 @@ def write_video(
                 container.mux(packet)
             if as_ is not None:
                 _encode_audio(container, as_, audio, audio_rate)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
