@@ -56,9 +56,60 @@ def test_talking_shots_kept(multishot):
     raw, out = multishot
     table = shot_decisions(out, raw).set_index("shot")
     assert (table.loc[["s0", "s2", "s4", "s5", "s6"], "got"] == "keep").all()
-    # s7's audio is 10 frames late: expected "out of sync"; silero-vad hears no speech in this
-    # source's audio at all, so it is rejected earlier, at diarize (a known limitation).
-    assert table.loc["s7", "got"] == "reject"
+    # s7's audio is 10 frames late (beyond max_correctable 8): rejected "out of sync".
+    assert (table.loc["s7", "got"], table.loc["s7", "stage"], table.loc["s7", "reason"]) == \
+        ("reject", "sync", "out of sync")
+    # every decision matches the ground truth
+    assert (table.got == table.expected).all(), table.to_string()
+
+
+def _remeasure(out, row):
+    """Sync of the exported clip itself: the mp4's audio against its labels' landmarks."""
+    from emo.media.audio import load_audio
+    from emo.media.lipsync import measure_offset, mouth_features
+    lm = load_labels(out, row)["landmarks"] * row["size"]
+    return measure_offset(mouth_features(lm), load_audio(out / row.clip_path), 16000, row.fps)
+
+
+def test_no_in_sync_shot_is_shifted(multishot):
+    """The exported files: no clip of an in-sync shot had its audio shifted, and each exported
+    mp4 measures what the manifest says (its audio is the source's, on the video's clock)."""
+    _, out = multishot
+    manifest = read_manifest(out)
+    print(manifest[["clip_id", "source_start", "sync_offset", "sync_confidence", "sync_trusted",
+                    "sync_reason", "sync_backend"]].to_string())
+    assert not manifest.sync_corrected.any()
+    for _, row in manifest.iterrows():
+        r = _remeasure(out, row)
+        print(f"{row.clip_id}: exported {r.offset:+d}, manifest {row.sync_offset:+d}")
+        if row.sync_trusted:
+            assert abs(r.offset - row.sync_offset) <= 1
+
+
+@pytest.fixture(scope="module")
+def multishot_corrected(multishot, tmp_path_factory):
+    """The same video with max_correctable 10: s7 (+10 frames) is corrected instead of rejected."""
+    from dataclasses import replace
+
+    from dataprep.runner import run
+    raw, _ = multishot
+    cfg = load_config()
+    cfg = replace(cfg, sync=replace(cfg.sync, max_correctable=10))
+    out = tmp_path_factory.mktemp("multishot_corrected")
+    run(raw, out, cfg, workers=1, progress=False)
+    return raw, out
+
+
+def test_shifted_shot_once_corrected_measures_in_sync(multishot_corrected):
+    raw, out = multishot_corrected
+    manifest = read_manifest(out)
+    s7 = manifest[manifest.source_start >= 42.0]
+    assert len(s7) == 1 and s7.sync_corrected.all() and s7.sync_trusted.all()
+    row = s7.iloc[0]
+    r = _remeasure(out, row)
+    print(f"s7: measured {row.sync_offset:+d} in the source, exported clip {r.offset:+d}")
+    assert abs(row.sync_offset - 10) <= 1 and abs(r.offset) <= 1
+    assert manifest.sync_corrected.sum() == 1           # nothing else shifted
 
 
 def test_kept_clips_are_square_crops_with_audio_and_labels(multishot):
