@@ -110,7 +110,10 @@ class SyncConfig:
     # |offset| <= tolerance is left alone: 1 frame (40 ms at 25 fps) is under the ~45-ms audio-lead
     # detectability threshold of ITU-R BT.1359 and within either measure's +-1-frame jitter.
     tolerance: int = 1
-    untrusted: Literal["keep", "reject"] = "keep"   # clips whose offset is ambiguous: kept flagged, or rejected
+    # Clips whose offset is ambiguous: rejected "sync ambiguous" (default: a kept clip's sync was
+    # measured unambiguously), or kept with sync_trusted false for the trainer to filter. Neither is
+    # ever shifted.
+    untrusted: Literal["keep", "reject"] = "reject"
     # SyncNet: LatentSync keeps clips with confidence (Sync-C) >= 3 and shifts them by the offset.
     syncnet_min_confidence: float = 3.0
     # Offline measure (emo.media.lipsync): see dataprep/stages/sync_decisions.py for the principle.
@@ -118,6 +121,8 @@ class SyncConfig:
     # An offset is trusted only when no single second of footage decides it: at least this fraction
     # of the leave-one-second-out re-measurements agree within a frame ...
     offline_min_stability: float = 0.75
+    # ... and this fraction of the leave-one-quarter-out ones (all: no stretch of the clip decides it) ...
+    offline_min_quarters: float = 1.0
     # ... and the best peak of the correlation curve beats the best distinct other peak by this much
     # (correlation units).
     offline_min_margin: float = 0.03

@@ -6,9 +6,10 @@ Backends (``SyncConfig.backend``; ``auto`` = SyncNet when its weights file is pr
   LatentSync filters its training data); below that the face is not taken to be speaking.
 - ``offline``: ``emo.media.lipsync`` (MediaPipe mouth landmarks against the speech envelope, no
   download). Its offset is trusted only when it is unambiguous: the best peak of the correlation
-  curve stands ``offline_min_margin`` above the best distinct other peak, and at least
+  curve stands ``offline_min_margin`` above the best distinct other peak, at least
   ``offline_min_stability`` of the leave-one-second-out re-measurements agree within a frame (no
-  single second of footage decides the answer). Its reading of an unshifted clip varies by
+  single second of footage decides the answer) and every leave-one-quarter-out re-measurement
+  does (no stretch of the clip does). Its reading of an unshifted clip varies by
   +-2 frames between people, so it corrects only beyond ``offline_tolerance`` frames.
 
 Decisions, in order (offsets in frames, + = audio late):
@@ -43,6 +44,7 @@ class SyncMeasurement:
     reason: str = ""       # why not trusted ("" when trusted)
     margin: float = math.nan
     stability: float = math.nan
+    quarters: float = math.nan
 
 
 @dataclass
@@ -70,10 +72,14 @@ def measure_offline(landmarks_px: np.ndarray, audio: np.ndarray, rate: int, fps:
     if not r.stability >= cfg.offline_min_stability:
         reasons.append(f"offset moves when one second is left out ({r.stability:.0%} agree, "
                        f"< {cfg.offline_min_stability:.0%})")
+    if not r.quarters >= cfg.offline_min_quarters:
+        reasons.append(f"offset moves when a quarter of the clip is left out ({r.quarters:.0%} agree, "
+                       f"< {cfg.offline_min_quarters:.0%})")
     if abs(r.offset) >= cfg.max_offset:
         reasons.append("offset at the edge of the search range")
     return SyncMeasurement("offline", int(r.offset), float(r.confidence), bool(speaking),
-                           not reasons, "; ".join(reasons), float(r.margin), float(r.stability))
+                           not reasons, "; ".join(reasons), float(r.margin), float(r.stability),
+                           float(r.quarters))
 
 
 def measure_syncnet(net, frames: np.ndarray, boxes: np.ndarray, audio: np.ndarray, rate: int,

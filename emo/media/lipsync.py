@@ -19,9 +19,11 @@ How much to trust an offset: speech is roughly periodic (syllables every 150-300
 curve has secondary peaks a few frames from the true one and one of them can win on a short clip.
 Two measures come with every result: ``margin``, how far the best peak stands above the best
 DISTINCT other peak (a local maximum more than ``PEAK_EXCLUSION`` frames away), in correlation
-units; and ``stability``, the fraction of leave-one-second-out re-measurements (each second of the
+units; ``stability``, the fraction of leave-one-second-out re-measurements (each second of the
 clip masked in turn) whose offset stays within one frame, i.e. whether any single second of
-footage decides the answer. dataprep acts on an offset only when both are high.
+footage decides the answer; and ``quarters``, the same with each quarter of the clip masked in
+turn (on an expressive speaker one stretch of several seconds can read 12-14 frames off while
+the rest reads true). dataprep acts on an offset only when all three are high.
 
 Limits (measured on the shared clips): a low confidence is good evidence of no sync, but on
 clips of 4-6 s a face paired with someone else's speech reached 0.2-0.5 by chance (matched clips:
@@ -53,6 +55,7 @@ class SyncResult:
     feature_offsets: tuple = ()  # arg-max of each feature's own curve
     margin: float = float("nan")     # best peak minus the best distinct other peak (correlation units)
     stability: float = float("nan")  # fraction of leave-one-second-out offsets within one frame
+    quarters: float = float("nan")   # fraction of leave-one-quarter-out offsets within one frame
 
     @property
     def lags(self) -> np.ndarray:
@@ -197,14 +200,18 @@ def measure_offset(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float,
     best = int(np.nanargmax(curve))
     confidence = float(curve[best] - np.nanmedian(curve))
     offset = best - max_offset
-    stability = float("nan")
-    block = int(round(jackknife_s * fps))
-    if block > 0:
+
+    def leave_out_agreement(block: int) -> float:
+        """Fraction of re-measurements with each `block` frames masked in turn that stay within a frame."""
         agree = []
         for b0 in range(0, n - block // 2, block):
             masked = mouth.copy()
             masked[b0:b0 + block] = np.nan
             c = _mean_curve(_curves(masked, env, width, max_offset, min_pairs))
             agree.append(c is not None and abs(int(np.nanargmax(c)) - max_offset - offset) <= 1)
-        stability = float(np.mean(agree)) if agree else float("nan")
-    return SyncResult(offset, confidence, curve, per_feature, distinct_peak_margin(curve), stability)
+        return float(np.mean(agree)) if agree else float("nan")
+
+    block = int(round(jackknife_s * fps))
+    stability = leave_out_agreement(block) if block > 0 else float("nan")
+    quarters = leave_out_agreement(int(np.ceil(n / 4))) if block > 0 and n >= 4 else float("nan")
+    return SyncResult(offset, confidence, curve, per_feature, distinct_peak_margin(curve), stability, quarters)
