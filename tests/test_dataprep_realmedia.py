@@ -137,3 +137,35 @@ def test_kept_clips_are_square_crops_with_audio_and_labels(multishot):
         assert 0.4 < np.median(boxes[:, 3] - boxes[:, 1]) < 0.65
         assert (labels["face_box"] >= 0).all() and (labels["face_box"] <= 1).all()
         assert row.face_frac > 0.3 and row.sharpness > 0
+
+
+def test_viewer_on_the_real_dataset(multishot, tmp_path):
+    """The viewer page of the real run: every kept clip and every reject present, the sync
+    backend named as stats.json records it; rendered in Chromium when it is installed."""
+    import re
+    import shutil
+    import subprocess
+
+    from dataprep.viewer import build_dataset_report
+    _, out = multishot
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["sync_backends"] == {"offline": 1}
+    page = build_dataset_report(out, tmp_path / "view" / "report.html")
+    html = page.read_text()
+    manifest, rejects = read_manifest(out), read_rejects(out)
+    assert sorted(re.findall(r'data-clip-id="([^"]+)"', html)) == sorted(manifest.clip_id)
+    assert html.count('<tr class="reject"') == len(rejects)
+    assert "<b>offline</b>" in html
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: headless Chromium is required")
+        return
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
+                          "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert re.search(r'data-broken-images="(\d+)"', body).group(1) == "0"
+    assert re.search(r'data-videos-ready="(\d+)"', body).group(1) == str(len(manifest))
+    # every reject has a thumbnail from the source (the raw file is readable)
+    assert dom.count('alt="source frame"') == len(rejects)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from emo.media import read_frames
+from emo.media import iter_frames
 
 from ..config import DataprepConfig, SyncConfig
 from .common import Clip, VideoRecord, reject_clip
@@ -65,13 +65,17 @@ def _syncnet_measurement(record: VideoRecord, clip: Clip, cfg: SyncConfig):
     boxes = np.asarray(clip.track.boxes, np.float64)
     height = float(np.nanmedian(boxes[:, 3] - boxes[:, 1]))
     scale = min(1.0, SYNCNET_FACE_PX / max(height, 1.0))
-    frames = read_frames(record.path, clip.start_s, clip.end_s)[:clip.n_frames]
-    if scale < 1.0:
-        h, w = frames.shape[1:3]
-        size = (max(2, int(round(w * scale))), max(2, int(round(h * scale))))
-        frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        boxes = boxes * scale
-    boxes = boxes[:len(frames)]
+    frames = []
+    for index, rgb in iter_frames(record.path, clip.start_s, clip.end_s):   # resized as decoded
+        if len(frames) >= clip.n_frames:
+            break
+        if scale < 1.0:
+            h, w = rgb.shape[:2]
+            rgb = cv2.resize(rgb, (max(2, int(round(w * scale))), max(2, int(round(h * scale)))),
+                             interpolation=cv2.INTER_AREA)
+        frames.append(rgb)
+    frames = np.stack(frames)
+    boxes = boxes[:len(frames)] * scale
     return measure_syncnet(_syncnet(cfg), frames, boxes, clip_audio(record, clip)[:], record.audio_rate,
                            clip.fps, cfg)
 
