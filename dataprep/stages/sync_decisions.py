@@ -64,7 +64,7 @@ def measure_offline(landmarks_px: np.ndarray, audio: np.ndarray, rate: int, fps:
     """The offline measure on a clip's face landmarks (T, 478, 3) in pixels (NaN where no face)
     and its mono audio covering the same T frames."""
     r = measure_offset(mouth_features(landmarks_px), audio, rate, fps,
-                       max_offset=cfg.max_offset, highpass_s=cfg.highpass_s)
+                       max_offset=cfg.max_offset, highpass_s=cfg.highpass_s, jackknife_s=1.0)
     speaking = r.confidence >= cfg.offline_min_confidence
     reasons = []
     if not r.margin >= cfg.offline_min_margin:

@@ -171,14 +171,15 @@ def _mean_curve(curves: list) -> np.ndarray | None:
 
 
 def measure_offset(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float,
-                   max_offset: int = 15, highpass_s: float = 0.75, jackknife_s: float = 1.0) -> SyncResult:
+                   max_offset: int = 15, highpass_s: float = 0.75, jackknife_s: float = 0.0) -> SyncResult:
     """Audio offset (frames, > 0: audio late) and confidence from mouth opening and speech.
 
     ``mouth``: (T,) or (T, K) per-frame mouth features (e.g. ``mouth_features``), NaN where no
     face; several features are correlated separately and their curves averaged. ``audio``: mono
     samples covering the same span as the T frames. With nothing to measure (silent or constant
     audio, a still mouth, too few frames) the confidence is 0.0 and the offset 0. ``margin`` and
-    ``stability`` (leave-one-`jackknife_s`-out; 0 disables it) say how unambiguous the offset is.
+    ``stability``/``quarters`` (leave-one-`jackknife_s`-out and leave-one-quarter-out; 0, the default,
+    skips them: they cost ~T / fps + 4 more curves) say how unambiguous the offset is.
     """
     mouth = np.asarray(mouth, np.float64)
     if mouth.ndim == 1:
