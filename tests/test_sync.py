@@ -1,6 +1,5 @@
 """Lip sync: the offset convention on constructed signals, the decisions and their abstention, the
 SyncNet backend (random weights: plumbing only), real clips with shifted audio."""
-import json
 
 import numpy as np
 import pytest
