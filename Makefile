@@ -31,12 +31,13 @@ GEN ?= steps=10
 MEDIAPIPE_DIR ?= $(firstword $(wildcard ../shared/models/mediapipe) models/mediapipe)
 export EMO_MEDIAPIPE_DIR ?= $(abspath $(MEDIAPIPE_DIR))
 
-.PHONY: venv test test-fast dataset sample train eval report demo bench clean help
+.PHONY: venv test test-fast dataset dataset-report sample train eval report demo bench clean help
 
 help:
 	@echo "make demo     synthetic sample -> dataset -> tiny model -> evaluation -> report"
 	@echo "make test     the test suite (CPU, minutes)"
 	@echo "make dataset  [RAW=dir OUT=dir]  raw videos -> clips + manifests"
+	@echo "make dataset-report [DATASET=dir]  the dataset viewer page, DATASET/report.html"
 	@echo "make train    [CONFIG=... DATASET=... CKPT=...]"
 	@echo "make eval     [DATASET=... CKPT=... RESULTS=...]"
 	@echo "make report   [RESULTS=... REPORT=...]"
@@ -62,6 +63,9 @@ sample: venv
 dataset: venv
 	@if [ "$(RAW)" = "$(SAMPLE_RAW)" ]; then $(PY) -m dataprep synth --out $(SAMPLE_RAW) --seed $(SEED); fi
 	$(PY) -m dataprep run --raw $(RAW) --out $(if $(OUT),$(OUT),$(DATASET)) --workers $(WORKERS)
+
+dataset-report: venv $(DATASET)/manifest.parquet
+	$(PY) -m dataprep inspect $(DATASET) --html
 
 # `emo train` continues a run folder that holds an unfinished run and says so when it is complete.
 train: venv $(DATASET)/manifest.parquet

@@ -68,8 +68,14 @@ def synth(out: Path, seed: int):
 
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def inspect(dataset: Path):
-    """Summarise a dataset folder: clips per split, rejects per stage and reason."""
+@click.option("--html", "html", is_flag=True, help="also write the viewer page DATASET/report.html")
+@click.option("--html-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="where to write the viewer page (implies --html)")
+@click.option("--raw", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="raw folder for reject thumbnails (default: the one stats.json names)")
+def inspect(dataset: Path, html: bool, html_out: Path | None, raw: Path | None):
+    """Summarise a dataset folder: clips per split, rejects per stage and reason (--html: a page
+    with charts, every kept clip playable and every reject with a source frame)."""
     from emo.manifest import read_manifest, read_rejects
 
     try:
@@ -89,6 +95,9 @@ def inspect(dataset: Path):
     if len(rejects):
         for (stage, reason), n in rejects.groupby(["stage", "reason"]).size().items():
             click.echo(f"  {stage:8s} {reason:22s} {n}")
+    if html or html_out:
+        from .viewer import build_dataset_report
+        click.echo(f"viewer: {build_dataset_report(dataset, html_out, raw)}")
 
 
 def _print_summary(stats: dict) -> None:

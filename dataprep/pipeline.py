@@ -20,7 +20,7 @@ from .stages.filter import filter_clips
 from .stages.probe import probe
 from .stages.scan import scan
 from .stages.speech import clip_speech, diarize_video
-from .stages.syncing import sync_clips
+from .stages.sync_stage import sync_clips
 
 Step = Callable[[VideoRecord, DataprepConfig], VideoRecord]
 
@@ -59,6 +59,8 @@ def manifest_values(record: VideoRecord, clip) -> dict:
         "speaker": v.get("speaker", ""), "speech_ratio": float(v.get("speech_ratio", math.nan)),
         "sync_offset": int(v.get("sync_offset", 0)), "sync_confidence": float(v.get("sync_confidence", math.nan)),
         "sync_corrected": bool(v.get("sync_corrected", False)),
+        "sync_trusted": bool(v.get("sync_trusted", False)), "sync_reason": str(v.get("sync_reason", "")),
+        "sync_backend": str(v.get("sync_backend", "")),
         **{k: float(v[k]) for k in ("face_size", "face_frac", "yaw_range", "yaw_abs_max", "mean_speed", "sharpness")},
         "face_box": v["face_box"],
     }

@@ -43,7 +43,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("speech_ratio", pa.float64()),      # fraction of the clip with speech
     ("sync_offset", pa.int64()),         # frames, + = audio late; measured before correction
     ("sync_confidence", pa.float64()),
-    ("sync_corrected", pa.bool_()),      # the clip's audio was shifted by -sync_offset
+    ("sync_corrected", pa.bool_()),      # the clip's audio was delayed by -sync_offset frames
+    ("sync_trusted", pa.bool_()),        # the offset was unambiguous; false: reported, never acted on
+    ("sync_reason", pa.string()),        # why the offset is not trusted ("" when trusted)
+    ("sync_backend", pa.string()),       # syncnet | offline: the measure that decided
     ("face_size", pa.float64()),         # median face height in source pixels
     ("face_frac", pa.float64()),         # median face height / source frame height
     ("yaw_range", pa.float64()),         # degrees, max - min over the clip
@@ -52,6 +55,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("sharpness", pa.float64()),         # variance of the Laplacian of the face crop, median
     ("face_box", pa.list_(pa.float32(), 4)),  # union of face boxes, x0 y0 x1 y1 in [0, 1] of the crop
 ])
+
+# Columns added after the first datasets were written: a manifest (or a writer) without them gets
+# these values, which say that nothing was recorded (an unrecorded sync measurement is not trusted).
+MANIFEST_DEFAULTS = {"sync_trusted": False, "sync_reason": "not recorded", "sync_backend": ""}
 
 REJECTS_SCHEMA = pa.schema([
     ("source_video", pa.string()),       # relative to the raw folder
@@ -89,7 +96,13 @@ def _check_table(df: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
     return table
 
 
+def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    missing = {k: v for k, v in MANIFEST_DEFAULTS.items() if k not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def validate_manifest(df: pd.DataFrame) -> pa.Table:
+    df = _with_defaults(df)
     table = _check_table(df, MANIFEST_SCHEMA, "manifest")
     if df["clip_id"].duplicated().any():
         raise ManifestError(f"manifest: duplicate clip ids {sorted(df.clip_id[df.clip_id.duplicated()])[:5]}")
@@ -150,7 +163,7 @@ def read_manifest(dataset: str | os.PathLike, split: str | None = None, check_fi
         raise FileNotFoundError(
             f"no manifest at {path}: build one with `python -m dataprep run --raw RAW --out {dataset}` "
             f"(or `make dataset` for the embedded sample)")
-    df = pq.read_table(path).to_pandas()
+    df = _with_defaults(pq.read_table(path).to_pandas())
     validate_manifest(df)
     if check_files:
         missing = [p for p in df["clip_path"].tolist() + df["labels_path"].tolist() if not (dataset / p).is_file()]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emo.media.audio import shift_audio  # + = audio later: the toolkit's one convention
+
 DEFAULT_SHIFT_FRAMES = 5
 
 
@@ -35,25 +37,6 @@ class Baseline:
         if self.name.startswith("audio_shifted"):
             return ground_truth, shift_audio(audio, audio_rate, fps, self.shift_frames)
         raise ValueError(f"unknown baseline {self.name!r}")
-
-
-def shift_audio(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
-    """Delay (frames > 0) or advance (frames < 0) the audio by whole video frames, same length.
-
-    Delaying pads silence at the start and drops the tail, so the track still ends with the video.
-    """
-    n = int(round(abs(frames) * rate / fps))
-    audio = np.asarray(audio, np.float32)
-    if n == 0:
-        return audio.copy()
-    out = np.zeros_like(audio)
-    if n >= len(audio):
-        return out
-    if frames > 0:
-        out[n:] = audio[:-n]
-    else:
-        out[:-n] = audio[n:]
-    return out
 
 
 def default_baselines(shift_frames: int = DEFAULT_SHIFT_FRAMES) -> list[Baseline]:

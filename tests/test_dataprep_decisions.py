@@ -107,5 +107,5 @@ def test_export_gives_constant_rate_clips_or_a_decode_error(tmp_path, monkeypatc
         assert clip.reject is None
         assert probe_video(tmp_path / "out" / clip.values["clip_path"]).n_frames == 30
     else:
-        assert clip.reject["reason"] == "decode error" and "decoded 10 of 30" in clip.reject["detail"]
+        assert clip.reject["stage"] == "export" and clip.reject["reason"] == "decode error" and "decoded 10 of 30" in clip.reject["detail"]
         assert not list((tmp_path / "out" / "clips").glob("*.mp4"))

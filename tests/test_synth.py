@@ -110,7 +110,9 @@ def test_plan_is_deterministic():
         np.testing.assert_array_equal(a.background, b.background)
 
 
-def test_ground_truth_is_consistent(corpus):
+def test_ground_truth_describes_the_rendered_files(corpus):
+    """What can be read off the files without the ground truth's help agrees with it: container
+    facts, and the corpus's design (identities per video, groups, every decision kind present)."""
     out, videos, seconds = corpus
     cfg = load_config()
     assert [v.name for v in videos] == [f"{v['id']}.mp4" for v in cfg["videos"]]
@@ -121,43 +123,14 @@ def test_ground_truth_is_consistent(corpus):
         T = meta["n_frames"]
         assert (info.width, info.height, info.fps, info.n_frames) == (meta["width"], meta["height"], meta["fps"], T)
         assert info.has_audio and info.audio_rate == 16000 and info.audio_channels == 1
-        shots = meta["shots"]
-        assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == T
-        assert [s["start_frame"] for s in shots[1:]] == meta["cut_frames"]
-        assert all(a["end_frame"] == b["start_frame"] for a, b in zip(shots, shots[1:]))
-        assert meta["cuts_s"] == [round(f / meta["fps"], 3) for f in meta["cut_frames"]]
+        assert abs(len(load_audio(v)) / 16000 - T / meta["fps"]) < 0.1      # audio covers the video
         assert {k: gt[k].shape for k in gt} == {"boxes": (T, 4), "pose": (T, 3), "mouth_open": (T,),
                                                  "blink": (T,), "speaking": (T,)}
-        b = gt["boxes"]
-        has = ~np.isnan(b[:, 0])
-        assert np.array_equal(has, ~np.isnan(gt["pose"][:, 0]))
-        assert (b[has, 0] >= 0).all() and (b[has, 2] <= meta["width"]).all()
-        assert (b[has, 1] >= 0).all() and (b[has, 3] <= meta["height"]).all()
-        assert (b[has, 2] > b[has, 0] + 10).all() and (b[has, 3] > b[has, 1] + 10).all()
-        assert gt["mouth_open"].min() >= 0 and gt["mouth_open"].max() <= 1
-        assert gt["blink"].min() >= 0 and gt["blink"].max() <= 1 and gt["blink"].max() > 0.9
-        assert set(np.unique(gt["speaking"])) <= {-1, 0, 1}
-        for s in shots:
-            sl = slice(s["start_frame"], s["end_frame"])
-            assert has[sl].all() == s["has_face"] and has[sl].any() == s["has_face"]
-            assert EXPECTED[s["kind"]] == (s["expected_decision"], s["expected_stage"], s["expected_reason"])
-            if s["expected_decision"] == "reject":
-                assert s["expected_reason"] in REASONS[s["expected_stage"]]
-            else:
-                assert s["has_speech"] and s["num_faces"] == 1 and 4.0 <= s["duration_s"] <= 7.0
+        for s in meta["shots"]:
+            if s["expected_decision"] == "keep":
                 keeps[v.name] = keeps.get(v.name, 0) + 1
-            heard = gt["speaking"][sl]
-            assert (heard >= 0).any() == s["has_speech"]
-            if s["has_speech"]:
-                assert (heard >= 0).mean() > 0.5 and set(heard[heard >= 0]) == {meta["speakers"].index(s["speaker"])}
-            if s["kind"] == "silent":
-                assert gt["mouth_open"][sl].max() == 0
-            if s["has_speech"] and s["has_face"]:
-                assert gt["mouth_open"][sl].max() > 0.5
             for ident in s["identities"]:
                 all_ids.setdefault(ident, set()).add(v.name)
-        for turn in meta["speaker_turns"]:
-            assert any(s["start_s"] <= turn["start_s"] < turn["end_s"] <= s["end_s"] for s in shots)
     # Every identity in one video only; >= 6 identities; every video has >= 2 keepable shots.
     assert len(all_ids) >= 6 and all(len(vs) == 1 for vs in all_ids.values())
     assert min(keeps.get(v.name, 0) for v in videos) >= 2
@@ -166,6 +139,61 @@ def test_ground_truth_is_consistent(corpus):
     assert set(groups) == {v.name for v in videos} and len(set(groups.values())) == len(videos)
     kinds = {s["kind"] for v in videos for s in _truth(v)[0]["shots"]}
     assert set(EXPECTED) <= kinds
+
+
+def _frame_differences(path, step=4):
+    """Mean absolute difference of each frame from the one before (downsampled), d[0] = 0."""
+    prev, out = None, []
+    for _, rgb in iter_frames(path):
+        small = rgb[::step, ::step].astype(np.float32)
+        out.append(0.0 if prev is None else float(np.abs(small - prev).mean()))
+        prev = small
+    return np.array(out)
+
+
+def test_rendered_cuts_are_where_the_truth_says(corpus):
+    """Measured on the pixels: the largest frame-to-frame changes are exactly the stated cut
+    frames, and every cut changes the picture more than anything inside a shot."""
+    _, videos, _ = corpus
+    for v in videos:
+        meta, _ = _truth(v)
+        d = _frame_differences(v)
+        cuts = sorted(meta["cut_frames"])
+        found = sorted(int(i) for i in np.argsort(d)[::-1][:len(cuts)])
+        inside = np.delete(d, cuts)
+        print(f"{v.name}: cuts at {found}, stated {cuts}; weakest cut {d[cuts].min():.1f}, "
+              f"strongest in-shot change {inside.max():.1f}")
+        assert found == cuts
+        assert d[cuts].min() > 1.5 * inside.max()
+
+
+def test_rendered_mouth_and_audio_give_the_stated_offset(corpus, mediapipe_dir):
+    """Measured on the files: MediaPipe's mouth on the rendered frames against the decoded audio
+    gives each talking shot's stated audio offset (0, or the audio_shifted shot's delay)."""
+    from emo.media.face import FaceAnalyser
+    from emo.media.lipsync import measure_offset, mouth_features
+
+    _, videos, _ = corpus
+    checked = {"talk": 0, "audio_shifted": 0}
+    for v in videos:
+        meta, _ = _truth(v)
+        if not any(s["kind"] == "audio_shifted" for s in meta["shots"]) and checked["talk"] >= 2:
+            continue
+        audio, fps = load_audio(v), meta["fps"]
+        with FaceAnalyser(max_faces=1, model_dir=str(mediapipe_dir)) as fa:
+            for s in meta["shots"]:
+                if s["kind"] not in checked:
+                    continue
+                lms = []
+                for i, rgb in iter_frames(v, start=s["start_s"], end=s["end_s"]):
+                    faces = fa.analyse(rgb, int(i * 1000 / fps))
+                    lms.append(faces[0].landmarks if faces else np.full((478, 3), np.nan, np.float32))
+                a = audio[int(round(s["start_s"] * 16000)):int(round(s["end_s"] * 16000))]
+                r = measure_offset(mouth_features(np.stack(lms)), a, 16000, fps)
+                print(f"{v.name} {s['id']} ({s['kind']}): measured {r.offset:+d}, stated {s['expected_audio_offset_frames']:+d}")
+                assert abs(r.offset - s["expected_audio_offset_frames"]) <= 1, (v.name, s["id"])
+                checked[s["kind"]] += 1
+    assert checked["audio_shifted"] >= 1 and checked["talk"] >= 2
 
 
 def test_corpus_budget(corpus):

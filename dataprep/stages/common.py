@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One speaker turn in seconds of the source audio; ``speaker`` is a label local to the file
+    (written by either diarization backend, read by the speech stage)."""
+    start: float
+    end: float
+    speaker: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
 class StageReject(Exception):
     """Raised inside a stage helper to reject the current video or clip with a reason."""
 
@@ -29,7 +42,7 @@ class Clip:
     reject: dict | None = None        # REJECTS_SCHEMA row once rejected
     track: object | None = None       # faces.FaceTrack
     values: dict = field(default_factory=dict)   # manifest columns filled by the stages
-    audio_shift: int = 0              # frames the clip's audio is read later (sync correction)
+    audio_delay: int = 0              # frames the exported audio is delayed (sync correction: -offset)
 
     @property
     def start_s(self) -> float:

@@ -16,67 +16,14 @@ The clip-level question the pipeline asks afterwards is ``speech_stats(turns, st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-VAD_RATE = 16000  # silero-vad and resemblyzer both expect 16 kHz
+from emo.media.audio import SPEECH_RATE as VAD_RATE  # silero-vad and resemblyzer both expect 16 kHz
 
+from ..config import DiarizeConfig
+from .common import Turn
 
-@dataclass(frozen=True)
-class Turn:
-    """One speaker turn in seconds of the source audio; ``speaker`` is a label local to the file."""
-    start: float
-    end: float
-    speaker: str
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-@dataclass
-class DiarizeConfig:
-    backend: str = "offline"                 # "offline" | "pyannote"
-    # pyannote backend
-    pyannote_pipeline: str | None = None     # local dir / config.yaml, or a hub id
-    pyannote_token_env: str = "HF_TOKEN"     # environment variable holding the hub token
-    device: str = "cpu"
-    # voice activity detection (silero-vad)
-    vad_threshold: float = 0.5
-    min_speech_s: float = 0.25
-    min_silence_s: float = 0.15
-    speech_pad_s: float = 0.03
-    # speaker embeddings on sliding windows inside speech (resemblyzer)
-    window_s: float = 1.5
-    hop_s: float = 0.25
-    min_window_s: float = 0.5                # speech segments shorter than this get no embedding
-    embed_smoothing: int = 2                 # neighbouring windows averaged on each side
-    relabel_windows: bool = True             # final labels from each window's own embedding
-    # Where in its window an embedding "is" (0 start, 1 end): the encoder keeps the LSTM's last
-    # state, which weighs the end of the window most; 0.85 moved the speaker changes of the
-    # shared multi-shot video ~0.5 s closer to the true cuts than the centre (0.5) did.
-    window_anchor: float = 0.85
-    # clustering and smoothing
-    # Cosine distance, average linkage. Tuned on the shared pyannote sample (two close voices:
-    # their centroids are 0.88 cosine-similar in resemblyzer space; 0.22 splits it into three
-    # speakers, 0.28 merges it into one) and on single-speaker clips (never split at 0.25).
-    cluster_threshold: float = 0.25
-    min_turn_s: float = 0.5                  # shorter turns take the label of a touching neighbour
-    min_cluster_s: float = 1.0               # speakers with less speech in total are merged away
-    resolution_s: float = 0.05               # frame step of the labelling
-    # speech_stats: a speaker counts in a clip only above both of these
-    # (speaker changes are located within about +-1 s, so less than 1.5 s is below resolution)
-    min_speaker_s: float = 1.5
-    min_speaker_frac: float = 0.15           # of the clip's speech
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "DiarizeConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown diarize config keys: {sorted(unknown)}")
-        return cls(**d)
+__all__ = ["DiarizeConfig", "Turn", "diarize", "speech_stats"]
 
 
 def diarize(audio: np.ndarray, rate: int, cfg: DiarizeConfig | None = None) -> list[Turn]:

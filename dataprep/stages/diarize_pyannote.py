@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .diarize import VAD_RATE, DiarizeConfig, Turn
+from emo.media.audio import SPEECH_RATE
+
+from ..config import DiarizeConfig
+from .common import Turn
 
 _PIPELINES: dict[str, object] = {}
 
@@ -18,7 +21,7 @@ _PIPELINES: dict[str, object] = {}
 def diarize_pyannote(audio: np.ndarray, cfg: DiarizeConfig) -> list[Turn]:
     pipeline = load_pyannote_pipeline(cfg)
     import torch
-    output = pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": VAD_RATE})
+    output = pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SPEECH_RATE})
     # pyannote.audio 4 returns an object holding the annotation; 3.x returns the annotation.
     annotation = getattr(output, "speaker_diarization", output)
     turns = [Turn(float(seg.start), float(seg.end), str(label))

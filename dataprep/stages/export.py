@@ -20,7 +20,7 @@ from emo.media.crop import crop_square, square_around
 from ..config import DataprepConfig
 from .common import Clip, VideoRecord, reject_clip
 from .faces import FaceTrack
-from .syncing import clip_audio
+from .sync_stage import clip_audio
 
 # Fewer decoded frames than this (VFR gaps, corrupt packets) and the clip is a "decode error".
 MIN_DECODED_FRACTION = 0.9
@@ -75,7 +75,7 @@ def render_clip(record: VideoRecord, clip: Clip, cfg: DataprepConfig) -> None:
         for gap in range(k_next, clip.n_frames if last is not None else 0):
             yield crop_square(last, squares[gap], size)
 
-    audio = clip_audio(record, clip, clip.audio_shift)
+    audio = clip_audio(record, clip, clip.audio_delay)
     path = clips_dir / f"{clip.clip_id}.mp4"
     write_video(path, frames(), clip.fps, audio=audio, audio_rate=record.audio_rate, crf=fcfg.crf)
     if decoded[0] < MIN_DECODED_FRACTION * clip.n_frames:
@@ -93,5 +93,5 @@ def export(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
         try:
             render_clip(record, clip, cfg)
         except (RuntimeError, av.FFmpegError) as exc:   # MediaError included; bugs still crash loudly
-            reject_clip(record, clip, "probe", "decode error", f"while cropping: {exc}")
+            reject_clip(record, clip, "export", "decode error", f"while cropping: {exc}")
     return record

@@ -103,6 +103,9 @@ def make_stats(results, manifest, rejects, cfg: DataprepConfig, run: dict) -> di
         "source_seconds": source_s, "kept_seconds": kept_s,
         "worker_seconds": work_s, "seconds_per_stage": dict(timings),
         "throughput_video_s_per_worker_s": source_s / work_s if work_s else None,
+        # which sync measure decided (per video; "syncnet" or "offline"), see SyncConfig.backend
+        "sync_backends": dict(Counter(r["stats"].get("notes", {}).get("sync_backend") for r in results
+                                      if r["stats"].get("notes", {}).get("sync_backend"))),
         "run": run,
         "config": cfg.to_dict(),
     }

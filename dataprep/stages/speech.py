@@ -5,25 +5,15 @@ a video gets this far).
 """
 from __future__ import annotations
 
-import math
-
 from ..config import DataprepConfig
 from .common import VideoRecord, reject_clip
-
-
-def stage_config(module, class_name: str, data: dict):
-    """The stage's own config object from our YAML section (its `from_dict` validates keys)."""
-    cls = getattr(module, class_name, None)
-    if cls is not None and hasattr(cls, "from_dict"):
-        return cls.from_dict(data)
-    return data
 
 
 def diarize_video(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
     from . import diarize as diarize_mod
 
     record.turns = diarize_mod.diarize(record.audio, record.audio_rate,
-                                       stage_config(diarize_mod, "DiarizeConfig", cfg.diarize))
+                                       cfg.diarize)
     record.notes["speakers"] = sorted({t.speaker for t in record.turns})
     return record
 
@@ -31,7 +21,7 @@ def diarize_video(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
 def clip_speech(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
     from . import diarize as diarize_mod
 
-    dcfg = stage_config(diarize_mod, "DiarizeConfig", cfg.diarize)
+    dcfg = cfg.diarize
     for clip in record.live_clips():
         ratio, n_speakers, main = diarize_mod.speech_stats(record.turns or [], clip.start_s, clip.end_s, dcfg)
         margin = cfg.speech.edge_margin_s
@@ -44,9 +34,3 @@ def clip_speech(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
         elif n_speakers > 1:
             reject_clip(record, clip, "diarize", "multiple speakers", f"{n_speakers} speakers")
     return record
-
-
-def no_speech_values(record: VideoRecord) -> None:
-    for clip in record.live_clips():
-        clip.values.setdefault("speech_ratio", math.nan)
-        clip.values.setdefault("speaker", "")

@@ -1,4 +1,11 @@
-"""Audio reading and writing through PyAV: any container in, mono float32 at a chosen rate out."""
+"""Audio reading and writing through PyAV: any container in, mono float32 at a chosen rate out.
+
+Clock: sample 0 of `load_audio` is the presentation time of the video's first frame (the time
+`emo.media.video.iter_frames` calls 0), so audio and frames are read on the players' clock.
+Sign convention of audio-video offsets across the toolkit: ``offset > 0`` = the AUDIO IS LATE by
+that many video frames; `shift_audio(audio, rate, fps, k)` makes audio k frames later (k < 0:
+earlier), so a measured offset k is undone by `shift_audio(..., -k)`.
+"""
 from __future__ import annotations
 
 import os
@@ -12,11 +19,29 @@ from ..fileio import atomic_path
 from .video import MediaError
 
 SPEECH_RATE = 16000  # wav2vec2, silero-vad and resemblyzer all work at 16 kHz
+GAP_TOLERANCE_S = 0.005  # timestamp jumps shorter than this are jitter, not missing audio
+
+
+def _clock_origin(container, audio_stream) -> float | None:
+    """Seconds on the container clock that the decoded audio is aligned to: the video stream's
+    start time when there is a video stream (players start the picture there), else None."""
+    if container.streams.video:
+        vs = container.streams.video[0]
+        if vs.start_time is not None and vs.time_base is not None:
+            return float(vs.start_time * vs.time_base)
+        return 0.0
+    return None
 
 
 def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | None = None,
                end: float | None = None) -> np.ndarray:
-    """Decode the first audio stream to mono float32 in [-1, 1] at `rate` Hz, cut to [start, end)."""
+    """Decode the first audio stream to mono float32 in [-1, 1] at `rate` Hz, cut to [start, end).
+
+    Samples are placed by their presentation timestamps: audio that starts after the video (a
+    stream start time, an edit list's empty edit, a leading gap) is preceded by silence, audio
+    that starts before it is cut, and gaps inside the stream are filled with silence, so that
+    sample i plays at i / rate seconds after the video's first frame. An audio-only file starts
+    at its first sample."""
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
@@ -25,10 +50,21 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
         if not container.streams.audio:
             raise MediaError("no audio stream")
         stream = container.streams.audio[0]
+        origin = _clock_origin(container, stream)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = []
+        chunks, gaps = [], []          # gaps: (seconds after the first frame, length in seconds)
+        first_t = cursor = None
         try:
             for frame in container.decode(stream):
+                t = frame.time
+                if t is not None:
+                    if first_t is None:
+                        first_t = cursor = t
+                    elif t - cursor > GAP_TOLERANCE_S:
+                        gaps.append((cursor - first_t, t - cursor))
+                        cursor = t
+                if cursor is not None and frame.sample_rate:
+                    cursor += frame.samples / frame.sample_rate
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
@@ -37,9 +73,37 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
             if not chunks:
                 raise MediaError(f"audio decode error: {exc}") from None
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    for at, length in reversed(gaps):
+        i = min(len(audio), int(round(at * rate)))
+        audio = np.concatenate([audio[:i], np.zeros(int(round(length * rate)), np.float32), audio[i:]])
+    if origin is not None and first_t is not None:
+        lead = int(round((first_t - origin) * rate))
+        audio = np.concatenate([np.zeros(lead, np.float32), audio]) if lead > 0 else audio[-lead:]
     i0 = int(round((start or 0.0) * rate))
     i1 = len(audio) if end is None else int(round(end * rate))
     return audio[i0:i1]
+
+
+def shift_audio(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
+    """The audio made `frames` video frames LATER (frames < 0: earlier), same length.
+
+    Delaying pads silence at the start and drops the tail; advancing drops the start and pads
+    silence at the end. With the toolkit's convention (offset > 0 = audio late), audio measured
+    `k` frames late is put back in sync by ``shift_audio(audio, rate, fps, -k)``."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"shift_audio expects mono (n,), got {audio.shape}")
+    n = int(round(abs(frames) * rate / fps))
+    if n == 0:
+        return audio.copy()
+    out = np.zeros_like(audio)
+    if n >= len(audio):
+        return out
+    if frames > 0:
+        out[n:] = audio[:-n]
+    else:
+        out[:-n] = audio[n:]
+    return out
 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = SPEECH_RATE) -> Path:

@@ -6,8 +6,8 @@ so everything here takes arrays, not files.
 Convention: ``offset > 0`` means the AUDIO IS LATE relative to the video by ``offset`` frames,
 i.e. the sound made with the mouth shape of frame t is heard at frame t + offset. The
 correlation curve holds, for each lag k in ``-max_offset..max_offset``,
-``corr(mouth[t], envelope[t + k])``; the offset is its arg-max. ``shift_audio`` in
-dataprep.stages.sync undoes it by advancing the audio by ``offset`` frames.
+``corr(mouth[t], envelope[t + k])``; the offset is its arg-max. ``emo.media.audio.shift_audio``
+with ``-offset`` frames undoes it.
 
 Why it works without a trained SyncNet: the inner-lip gap and the jaw drop rise and fall with
 syllables (3-6 Hz), and so does the log energy of speech. Both signals are high-passed (a ~1-s
@@ -15,10 +15,22 @@ moving average removed) so that slow trends (a head moving closer, a louder pass
 dominate, then correlated. Confidence is the peak of the curve minus its median: a face that is
 not the one speaking (or music, or silence) gives a flat curve and a confidence near 0.
 
+How much to trust an offset: speech is roughly periodic (syllables every 150-300 ms), so the
+curve has secondary peaks a few frames from the true one and one of them can win on a short clip.
+Two measures come with every result: ``margin``, how far the best peak stands above the best
+DISTINCT other peak (a local maximum more than ``PEAK_EXCLUSION`` frames away), in correlation
+units; ``stability``, the fraction of leave-one-second-out re-measurements (each second of the
+clip masked in turn) whose offset stays within one frame, i.e. whether any single second of
+footage decides the answer; and ``quarters``, the same with each quarter of the clip masked in
+turn (on an expressive speaker one stretch of several seconds can read 12-14 frames off while
+the rest reads true). dataprep acts on an offset only when all three are high.
+
 Limits (measured on the shared clips): a low confidence is good evidence of no sync, but on
 clips of 4-6 s a face paired with someone else's speech reached 0.2-0.5 by chance (matched clips:
-0.16-0.52), so a moderate confidence on a short clip is no proof of sync. The lip and jaw
-features disagreeing on the offset (``SyncResult.feature_offsets``) is the better warning.
+0.16-0.52), so a moderate confidence on a short clip is no proof of sync. The measure tracks a
+shift of a clip's audio closely (the offset moves with the shift), but its reading of an
+unshifted clip varies by +-2 frames between people (mouth movement leads the sound it makes by
+a person-dependent amount), so it cannot tell a 2-frame offset from none.
 """
 from __future__ import annotations
 
@@ -31,6 +43,8 @@ from .face import CHIN, LEFT_EYE_OUTER, LOWER_INNER_LIP, RIGHT_EYE_OUTER, UPPER_
 
 ENVELOPE_FLOOR = 6.0  # natural-log units below the peak (~52 dB)
 NOSE_BOTTOM = 2  # MediaPipe face mesh: the point under the nose, above the upper lip
+UPPER_OUTER_LIP, LOWER_OUTER_LIP = 0, 17  # MediaPipe face mesh: outer lip contour, top and bottom
+PEAK_EXCLUSION = 2  # frames: local maxima closer than this to the best peak belong to it
 
 
 @dataclass
@@ -38,7 +52,10 @@ class SyncResult:
     offset: int              # frames; > 0: audio late
     confidence: float        # peak minus median of the curve; 0.0 when nothing can be measured
     curve: np.ndarray        # (2 * max_offset + 1,) mean correlation per lag (NaN: not measurable)
-    feature_offsets: tuple = ()  # arg-max of each feature's own curve; disagreement = unreliable
+    feature_offsets: tuple = ()  # arg-max of each feature's own curve
+    margin: float = float("nan")     # best peak minus the best distinct other peak (correlation units)
+    stability: float = float("nan")  # fraction of leave-one-second-out offsets within one frame
+    quarters: float = float("nan")   # fraction of leave-one-quarter-out offsets within one frame
 
     @property
     def lags(self) -> np.ndarray:
@@ -53,8 +70,10 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def mouth_features(landmarks: np.ndarray) -> np.ndarray:
-    """(T, 2) [inner-lip gap, jaw drop (under-nose to chin)], both divided by the outer-eye-corner
-    distance so that they do not depend on the face's size in the frame. NaN where no face."""
+    """(T, 3) [inner-lip gap, jaw drop (under-nose to chin), outer-lip height], each divided by the
+    outer-eye-corner distance so that they do not depend on the face's size in the frame. NaN
+    where no face. (MediaPipe's mouth blendshapes, e.g. jawOpen, were tried as further features
+    and made the offset of one shared clip jump by 11 frames: they are not used.)"""
     lm = np.asarray(landmarks, np.float64)
     if lm.ndim != 3 or lm.shape[1] < 478 or lm.shape[2] < 2:
         raise ValueError(f"landmarks must be (T, 478, 2 or 3), got {lm.shape}")
@@ -62,7 +81,8 @@ def mouth_features(landmarks: np.ndarray) -> np.ndarray:
     eyes = np.where(eyes > 1e-6, eyes, np.nan)
     lip = _dist(lm[:, UPPER_INNER_LIP], lm[:, LOWER_INNER_LIP]) / eyes
     jaw = _dist(lm[:, NOSE_BOTTOM], lm[:, CHIN]) / eyes
-    return np.stack([lip, jaw], 1)
+    outer = _dist(lm[:, UPPER_OUTER_LIP], lm[:, LOWER_OUTER_LIP]) / eyes
+    return np.stack([lip, jaw, outer], 1)
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
@@ -122,14 +142,44 @@ def speech_envelope(audio: np.ndarray, rate: int, fps: float, n_frames: int) -> 
     return np.where(covered, env, np.nan)
 
 
+def distinct_peak_margin(curve: np.ndarray, exclusion: int = PEAK_EXCLUSION) -> float:
+    """Height of the curve's maximum over its best local maximum more than `exclusion` lags away
+    (the curve's minimum when there is none); NaN for an empty curve."""
+    c = np.asarray(curve, np.float64)
+    if not np.isfinite(c).any():
+        return float("nan")
+    best = int(np.nanargmax(c))
+    filled = np.where(np.isfinite(c), c, -np.inf)
+    others = [filled[i] for i in range(len(c)) if abs(i - best) > exclusion and np.isfinite(c[i])
+              and (i == 0 or filled[i] >= filled[i - 1]) and (i == len(c) - 1 or filled[i] >= filled[i + 1])]
+    second = max(others) if others else float(np.nanmin(c))
+    return float(c[best] - second)
+
+
+def _curves(mouth: np.ndarray, env_hp: np.ndarray, width: int, max_offset: int, min_pairs: int):
+    return [lag_correlation(highpass(mouth[:, j], width), env_hp, max_offset, min_pairs)
+            for j in range(mouth.shape[1])]
+
+
+def _mean_curve(curves: list) -> np.ndarray | None:
+    if not curves or np.all(np.isnan(np.stack(curves))):
+        return None
+    stacked = np.stack(curves)
+    counts = np.isfinite(stacked).sum(0)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, np.nansum(stacked, 0) / np.maximum(counts, 1), np.nan)
+
+
 def measure_offset(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float,
-                   max_offset: int = 15, highpass_s: float = 0.75) -> SyncResult:
+                   max_offset: int = 15, highpass_s: float = 0.75, jackknife_s: float = 0.0) -> SyncResult:
     """Audio offset (frames, > 0: audio late) and confidence from mouth opening and speech.
 
     ``mouth``: (T,) or (T, K) per-frame mouth features (e.g. ``mouth_features``), NaN where no
     face; several features are correlated separately and their curves averaged. ``audio``: mono
     samples covering the same span as the T frames. With nothing to measure (silent or constant
-    audio, a still mouth, too few frames) the confidence is 0.0 and the offset 0.
+    audio, a still mouth, too few frames) the confidence is 0.0 and the offset 0. ``margin`` and
+    ``stability``/``quarters`` (leave-one-`jackknife_s`-out and leave-one-quarter-out; 0, the default,
+    skips them: they cost ~T / fps + 4 more curves) say how unambiguous the offset is.
     """
     mouth = np.asarray(mouth, np.float64)
     if mouth.ndim == 1:
@@ -140,20 +190,29 @@ def measure_offset(mouth: np.ndarray, audio: np.ndarray, rate: int, fps: float,
         raise ValueError("fps and rate must be > 0 and max_offset >= 0")
     n = len(mouth)
     width = max(3, int(round(highpass_s * fps)))
-    curves = []
-    if n:
-        env = highpass(speech_envelope(audio, rate, fps, n), width)
-        # At least ~2 s of paired frames: fewer give correlations that peak by chance.
-        min_pairs = max(int(2 * fps), 10)
-        for j in range(mouth.shape[1]):
-            curves.append(lag_correlation(highpass(mouth[:, j], width), env, max_offset, min_pairs))
-    if not curves or np.all(np.isnan(np.stack(curves))):
-        return SyncResult(0, 0.0, np.full(2 * max_offset + 1, np.nan))
+    # At least ~2 s of paired frames: fewer give correlations that peak by chance.
+    min_pairs = max(int(2 * fps), 10)
+    env = highpass(speech_envelope(audio, rate, fps, n), width) if n else np.zeros(0)
+    curves = _curves(mouth, env, width, max_offset, min_pairs) if n else []
+    curve = _mean_curve(curves)
+    if curve is None:
+        return SyncResult(0, 0.0, np.full(2 * max_offset + 1, np.nan), margin=0.0, stability=0.0)
     per_feature = tuple(int(np.nanargmax(c)) - max_offset for c in curves if np.isfinite(c).any())
-    with np.errstate(invalid="ignore"):
-        stacked = np.stack(curves)
-        counts = np.isfinite(stacked).sum(0)
-        curve = np.where(counts > 0, np.nansum(stacked, 0) / np.maximum(counts, 1), np.nan)
     best = int(np.nanargmax(curve))
     confidence = float(curve[best] - np.nanmedian(curve))
-    return SyncResult(best - max_offset, confidence, curve, per_feature)
+    offset = best - max_offset
+
+    def leave_out_agreement(block: int) -> float:
+        """Fraction of re-measurements with each `block` frames masked in turn that stay within a frame."""
+        agree = []
+        for b0 in range(0, n - block // 2, block):
+            masked = mouth.copy()
+            masked[b0:b0 + block] = np.nan
+            c = _mean_curve(_curves(masked, env, width, max_offset, min_pairs))
+            agree.append(c is not None and abs(int(np.nanargmax(c)) - max_offset - offset) <= 1)
+        return float(np.mean(agree)) if agree else float("nan")
+
+    block = int(round(jackknife_s * fps))
+    stability = leave_out_agreement(block) if block > 0 else float("nan")
+    quarters = leave_out_agreement(int(np.ceil(n / 4))) if block > 0 and n >= 4 else float("nan")
+    return SyncResult(offset, confidence, curve, per_feature, distinct_peak_margin(curve), stability, quarters)
