@@ -13,7 +13,10 @@ config), in one process:
   shared machine; wall figures beside it).
 Then, on four corpus videos: throughput with 1 and 2 local workers, and on 1 and 2 simulated
 Ray nodes (`ray.cluster_utils.Cluster`, one CPU each); efficiency = throughput ratio / worker
-ratio. And the stride sweep: landmark calls saved against landmark error.
+ratio (Ray's worker processes are warmed by a first run, as the local lanes are forks of this
+warm process; on a machine loaded by other work the kernel shares the cores per process, so
+these efficiencies say little about core scaling there). And the stride sweep: landmark calls
+saved against landmark error, and the x264 presets: CPU time against file size at equal CRF.
 
 The machine is shared, so wall seconds vary run to run: ratios inside one run are the figures.
 """
@@ -283,6 +286,13 @@ def scaling(raw: Path, cfg) -> dict:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
         try:
+            # Ray's workers are fresh processes (the local lanes are forks of this warm one): a
+            # first run with one video per node starts them and loads the models, then the timed run
+            warm = Path(tempfile.mkdtemp()) / "raw"
+            warm.mkdir()
+            for p in sorted(raw.iterdir())[:n]:
+                os.symlink(p.resolve(), warm / p.name)
+            _throughput(warm, cfg, RayExecutor())
             nodes[n] = _throughput(raw, cfg, RayExecutor())
         finally:
             ray.shutdown()
