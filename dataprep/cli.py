@@ -42,17 +42,48 @@ def main():
               help="dataset folder to write (clips/, manifest.parquet, rejects.parquet, stats.json)")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML config (default: configs/default.yaml, or sample.yaml for the synthetic corpus)")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="processes of the local executor")
+@click.option("--executor", "executor_name", default="local", show_default=True,
+              type=click.Choice(["local", "ray"]), help="local process pool, or Ray tasks")
+@click.option("--address", default=None,
+              help="Ray cluster to join ('auto', host:port or ray://...); default: a local Ray instance")
+@click.option("--cpus-per-video", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Ray: CPUs reserved for each video's task")
+@click.option("--gpus-per-video", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Ray: GPUs reserved for each video's task (for a stage that can use one)")
+@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(0, 100),
+              help="a video whose worker process or node dies is retried this many times, then "
+                   "becomes a 'runner: worker lost' reject")
+@click.option("--fresh", is_flag=True,
+              help="delete OUT's earlier results (clips/, .work/, tables) and start over; needed "
+                   "when OUT holds a dataset of another config")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def run(raw: Path, out: Path, config: Path | None, workers: int, quiet: bool):
+def run(raw: Path, out: Path, config: Path | None, workers: int, executor_name: str, address: str | None,
+        cpus_per_video: float, gpus_per_video: float, max_retries: int, fresh: bool, quiet: bool):
     """Process every video under RAW into a dataset folder at OUT (resumable)."""
+    from .executors import ExecutorError, make_executor
+    from .runner import OutFolderConflict
     from .runner import run as run_pipeline
 
     config = config or default_config_for(raw)
     cfg = load_config(config)
     click.echo(f"config: {config}", err=True)
-    stats = run_pipeline(raw, out, cfg, workers=workers, progress=not quiet)
+    if address and executor_name != "ray":
+        raise click.UsageError("--address needs --executor ray")
+    executor = make_executor(executor_name, workers=workers, max_retries=max_retries, address=address,
+                             cpus_per_video=cpus_per_video, gpus_per_video=gpus_per_video)
+    try:
+        stats = run_pipeline(raw, out, cfg, workers=workers, progress=not quiet, executor=executor,
+                             fresh=fresh)
+    except (OutFolderConflict, ExecutorError, ImportError) as exc:
+        raise click.ClickException(str(exc))
     _print_summary(stats)
+    crashed = stats["run"]["videos_crashed"]
+    if stats["videos"] and crashed == stats["videos"]:
+        click.echo(f"error: every video ({crashed}) crashed or lost its worker; see rejects.parquet",
+                   err=True)
+        sys.exit(1)
 
 
 @main.command()
