@@ -10,6 +10,10 @@ Window rule (T = the clip's frame count at `data.fps`, n = n_motion, f = n_frame
   as the first clip at inference.
 - T < f: as above, and the last frame is held to fill the window; the held frames are marked in
   `frame_valid` and left out of the loss.
+- Motion drop: with probability `drop_motion_prob` (train config) a window that has real motion
+  frames gets none (zeros, marked invalid), so the first clip of every generated video, which has
+  no motion frames, is trained although dataprep's 3-12 s clips are all longer than n + f. The
+  coin comes from its own stream (seed, g, 2): the other choices do not depend on it.
 The reference frame is uniform over the clip's frames outside [start - n, start + f); when the clip
 has none, over all frames.
 
@@ -90,13 +94,15 @@ class ClipDataset(Dataset):
     """Index with a global sample index g (see `GlobalBatchSampler`), not a clip index."""
 
     def __init__(self, dataset: str | os.PathLike, data: DataConfig, stage: int, seed: int = 0,
-                 audio_cache: str | os.PathLike | None = None, audio_context: int = 2):
+                 audio_cache: str | os.PathLike | None = None, audio_context: int = 2,
+                 drop_motion_prob: float = 0.0):
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
         self.root = Path(dataset)
         self.data, self.stage, self.seed = data, stage, seed
         self.audio_cache = Path(audio_cache) if audio_cache else None
         self.audio_context = audio_context   # m: the audio window of a frame is 2m + 1 frames
+        self.drop_motion_prob = float(drop_motion_prob)
         rows = read_manifest(self.root, split=data.split)
         if rows.empty:
             raise FileNotFoundError(f"{self.root / 'manifest.parquet'}: no clips in split {data.split!r}")
@@ -122,7 +128,8 @@ class ClipDataset(Dataset):
                         reference=int(rng.choice(others)))
         if T >= n + f:
             start = int(rng.integers(n, T - f + 1))
-            motion_valid = np.ones(n, bool)
+            drop = np.random.default_rng([self.seed, int(g), 2]).random() < self.drop_motion_prob
+            motion_valid = np.full(n, not drop)
         else:
             start, motion_valid = 0, np.zeros(n, bool)
         target = start + np.arange(f)
@@ -161,9 +168,8 @@ class ClipDataset(Dataset):
 
     def _audio(self, clip: ClipInfo, target: np.ndarray) -> dict:
         if self.audio_cache is not None:
-            from .audio_cache import load_clip_features
-            feats = load_clip_features(self.audio_cache, clip.clip_id)
-            return {"audio": feats[torch.from_numpy(np.minimum(target, len(feats) - 1))]}
+            from .audio_cache import load_window
+            return {"audio": load_window(self.audio_cache, clip.clip_id, target, self.audio_context)}
         # No cache: the waveform of the window, one fixed length per sample so batches stack.
         fps, m = self.data.fps, self.audio_context
         wave = load_audio(clip.path, rate=SPEECH_RATE)
