@@ -115,6 +115,7 @@ class EMOModel(nn.Module):
         # Temporal module -> the ReferenceNet module whose output is at its place (motion frames).
         self.motion_points = {n: reference_feature_name(n, reference_net.unet) for n in backbone.motion_names}
         self.weights = "raw"        # "ema" when from_checkpoint loaded the EMA weights
+        self.face_mask_scale = None  # {"x", "y"}: the face mask's training/inference box ratio
         self.stage = 3
         self.set_stage(3)
 
@@ -187,9 +188,10 @@ class EMOModel(nn.Module):
                                         f"writes it when train.ema.enabled is true); use weights='raw'")
             model.load_weights(load_file(str(path / EMA_FILE)))
         model.weights = weights
-        meta = path / "meta.json"
-        if meta.is_file():
-            model.set_stage(int(json.loads(meta.read_text()).get("stage", 3)))
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        # Union-to-single face box ratio measured on the training set (emo.face_mask).
+        model.face_mask_scale = meta.get("face_mask_scale")
+        model.set_stage(int(meta.get("stage", 3)))
         return model.eval()
 
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:

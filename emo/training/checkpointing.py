@@ -45,10 +45,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def save_training_checkpoint(accelerator, out: Path, model, counters: dict, optimizer, names,
                              scheduler, generator, ema=None, manifest_sha256: str | None = None,
-                             keep_last: int = 0, ema_carried: dict | None = None) -> Path:
+                             keep_last: int = 0, ema_carried: dict | None = None, meta: dict | None = None) -> Path:
     """Model (EMOModel.save_checkpoint, with the EMA weights when `ema` is given, plus
-    `ema_carried`: EMA weights of earlier stages' parameters) + training_state/ + meta.json;
-    every process calls this."""
+    `ema_carried`: EMA weights of earlier stages' parameters) + training_state/ + meta.json (with
+    `meta` added); every process calls this."""
     name = step_name(counters["step"])
     final = out / name
     tmp = out / f".{name}.tmp"         # fixed name: every process must find the same folder
@@ -71,10 +71,11 @@ def save_training_checkpoint(accelerator, out: Path, model, counters: dict, opti
             st._write_json(folder / "scaler.json", accelerator.scaler.state_dict())
         st.save_counters(folder, {**counters, "world_size": accelerator.num_processes})
         meta_path = tmp / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        meta.update(step=counters["step"], stage=counters["stage"], time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        info = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        info.update(meta or {})
+        info.update(step=counters["step"], stage=counters["stage"], time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     dataset_manifest_sha256=manifest_sha256, ema=ema is not None)
-        st._write_json(meta_path, meta)
+        st._write_json(meta_path, info)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         replace_folder(tmp, final)      # re-running the same step (a resumed run) replaces it

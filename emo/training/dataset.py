@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from emo.face_mask import box_scale, clip_box_scale
 from emo.manifest import load_labels, read_manifest
 from emo.media.audio import SPEECH_RATE, load_audio
 from emo.media.video import iter_frames
@@ -50,6 +51,7 @@ class ClipInfo:
     n_frames: int                 # at data.fps
     speed: np.ndarray             # (n_frames,) deg per frame at data.fps
     face_box: np.ndarray          # (4,) x0 y0 x1 y1 in [0, 1]
+    box_scale: tuple[float, float] | None = None   # union / single-frame box size (emo.face_mask)
 
     def src_index(self, k: np.ndarray, fps: float) -> np.ndarray:
         """Source frame index nearest in time to frame k at `fps`."""
@@ -70,7 +72,8 @@ def _clip_info(dataset: Path, row, fps: float) -> ClipInfo:
         speed = speed[np.clip(info.src_index(np.arange(n), fps), 0, len(speed) - 1)] * (src_fps / fps)
     else:
         speed = np.zeros(n, np.float32)
-    return ClipInfo(info.clip_id, info.path, src_fps, src_frames, n, speed.astype(np.float32), info.face_box)
+    return ClipInfo(info.clip_id, info.path, src_fps, src_frames, n, speed.astype(np.float32), info.face_box,
+                    clip_box_scale(labels["boxes"], info.face_box))
 
 
 def face_mask(box: np.ndarray, size: int) -> torch.Tensor:
@@ -112,6 +115,10 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def face_mask_scale(self) -> dict | None:
+        """How much larger the training mask (union box) is than one frame's box (emo.face_mask)."""
+        return box_scale([c.box_scale for c in self.clips])
 
     # ---- choosing frames -------------------------------------------------------------------
     def choose(self, g: int) -> dict:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from emo.manifest import manifest_hash, read_manifest
 
+from emo.face_mask import META_KEY as FACE_MASK_META
 from emo.models.emo_model import EMA_FILE
 from emo.typed_config import ConfigError
 
@@ -194,6 +195,7 @@ class Run:
     manifest_sha: str
     result: TrainResult
     last_checkpoint: Path | None = None     # where the EMA of earlier stages is read from
+    face_mask_scale: dict | None = None     # measured on the training clips; saved in meta.json
 
 
 @dataclass
@@ -306,6 +308,7 @@ def _batches(run: Run, s: StageState):
         acc.wait_for_everyone()       # only waits: every process computed its own share
     ds = ClipDataset(run.dataset, data, s.stage, seed=train.seed, audio_cache=cache,
                      audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob)
+    run.face_mask_scale = ds.face_mask_scale()
     sampler = GlobalBatchSampler(train.stage_batch_size(s.stage), s.position, acc.process_index, acc.num_processes)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=data.num_workers,
                         worker_init_fn=_one_thread if data.num_workers else None)
@@ -358,7 +361,7 @@ def _checkpoint(run: Run, s: StageState) -> None:
                 "stage_end": s.end, "seed": run.train.seed}
     path = save_training_checkpoint(acc, run.out, acc.unwrap_model(s.loss_fn).model, counters, s.optimizer,
                                     s.names, s.scheduler, s.generator, s.ema, run.manifest_sha, run.train.keep_last,
-                                    ema_carried=s.ema_carried)
+                                    ema_carried=s.ema_carried, meta={FACE_MASK_META: run.face_mask_scale})
     run.result.checkpoints.append(path)
     run.last_checkpoint = path
 
