@@ -76,6 +76,29 @@ def _clip_info(dataset: Path, row, fps: float) -> ClipInfo:
                     clip_box_scale(labels["boxes"], info.face_box))
 
 
+def read_frames_at(path: Path, indices: np.ndarray, fps: float, threads: int = 0) -> np.ndarray:
+    """(len(indices), H, W, 3) uint8 RGB frames at source frame `indices` (any order, repeats
+    allowed), in ONE PyAV pass from the keyframe before the first to the last. The reader is a
+    measured choice (benchmarks/video_read_bench.py: faster than decord and than one pass per
+    group of frames for the trainer's access pattern)."""
+    need = set(int(i) for i in indices)
+    lo, hi = min(need), max(need)
+    got: dict[int, np.ndarray] = {}
+    for idx, rgb in iter_frames(path, start=lo / fps, end=(hi + 1) / fps, threads=threads):
+        if idx in need:
+            got[idx] = rgb
+        if len(got) == len(need):
+            break
+    if len(got) < len(need):
+        # Containers can report a frame or two more than decode; hold the last decoded one.
+        decoded = sorted(got)
+        if not decoded:
+            raise RuntimeError(f"{path}: no frames decoded in [{lo}, {hi}]")
+        for i in need - set(got):
+            got[i] = got[max([d for d in decoded if d <= i] or decoded[:1])]
+    return np.stack([got[int(i)] for i in indices])
+
+
 def face_mask(box: np.ndarray, size: int) -> torch.Tensor:
     """(1, size, size) float mask, 1 inside the union face box; the whole image if the box is unknown."""
     mask = torch.zeros(1, size, size)
@@ -150,23 +173,7 @@ class ClipDataset(Dataset):
     # ---- decoding ----------------------------------------------------------------------------
     def _frames(self, clip: ClipInfo, wanted: np.ndarray) -> torch.Tensor:
         """(len(wanted), 3, S, S) in [-1, 1] for frame indices at data.fps."""
-        src = clip.src_index(wanted, self.data.fps)
-        need = set(int(i) for i in src)
-        lo, hi = min(need), max(need)
-        got: dict[int, np.ndarray] = {}
-        for idx, rgb in iter_frames(clip.path, start=lo / clip.src_fps, end=(hi + 1) / clip.src_fps):
-            if idx in need:
-                got[idx] = rgb
-            if len(got) == len(need):
-                break
-        if len(got) < len(need):
-            # Containers can report a frame or two more than decode; hold the last decoded one.
-            decoded = sorted(got)
-            if not decoded:
-                raise RuntimeError(f"{clip.path}: no frames decoded in [{lo}, {hi}]")
-            for i in need - set(got):
-                got[i] = got[max([d for d in decoded if d <= i] or decoded[:1])]
-        stack = np.stack([got[int(i)] for i in src])
+        stack = read_frames_at(clip.path, clip.src_index(wanted, self.data.fps), clip.src_fps)
         x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         S = self.data.sample_size
         if x.shape[-2:] != (S, S):
@@ -192,9 +199,11 @@ class ClipDataset(Dataset):
     def __getitem__(self, g: int) -> dict:
         pick = self.choose(g)
         clip = self.clips[pick["clip"]]
-        # Two decodes (window, reference) rather than one over the span between them.
-        frames = self._frames(clip, np.concatenate([pick["motion"], pick["target"]]))
-        reference = self._frames(clip, np.array([pick["reference"]]))[0]
+        # One decode over the span from the first frame needed to the last (benchmarks/video_read:
+        # with x264's 10-s keyframe interval, a second seek for the reference decodes from the
+        # same keyframe again).
+        both = self._frames(clip, np.concatenate([pick["motion"], pick["target"], [pick["reference"]]]))
+        frames, reference = both[:-1], both[-1]
         if self.n_motion:
             frames[:self.n_motion][~torch.from_numpy(pick["motion_valid"])] = 0.0
         item = {
