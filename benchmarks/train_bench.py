@@ -4,9 +4,8 @@ headline: 4 motion + 12 frames, audio and temporal layers on), through the real 
 synthetic dataset at the tiny config's 64 x 64 pixels. Batch size 1, one process, fp32.
 
 Per-step times come from the loop's own log (log_every = 1); the first WARMUP steps of each stage
-are left out (allocator and kernel warm-up). `stage1_temporal_skip` times one stage-1 training
-step (forward + backward of StageLoss on a fixed batch of 2) with the temporal modules skipped (as
-now) and run-then-discarded (as before), alternating in one process so load affects both alike. On a shared machine the median moves with other
+are left out (allocator and kernel warm-up). The stage-1 saving from skipping the temporal modules
+is benchmarks/stage1_skip_bench.py. On a shared machine the median moves with other
 load; the minimum is reported beside it. `run(out_dir)` returns the dict that
 benchmarks/run.py writes to out_dir/train.json.
 """
@@ -54,47 +53,8 @@ def run(out_dir) -> dict:
         result[f"stage{stage}_seconds_per_step_min"] = round(min(steps), 3)   # least disturbed by other load
         result[f"stage{stage}_trainable_parameters"] = out.trainable[stage]["total"]
     result["seconds_per_step"] = result["stage2_seconds_per_step"]
-    result["stage1_temporal_skip"] = _stage1_temporal_skip(cfg)
     result["final_loss"] = round(out.losses[-1][2], 4)
     return result
-
-
-def _stage1_temporal_skip(cfg, repeats: int = 15) -> dict:
-    import torch
-
-    from emo.models.emo_model import EMOModel
-    from emo.training.step import StageLoss
-
-    model = EMOModel.from_config(cfg)
-    model.set_stage(1)
-    loss_fn = StageLoss(model, 1, 0)
-    g = torch.Generator().manual_seed(0)
-    batch = {"frames": torch.rand(2, 1, 3, 64, 64) * 2 - 1, "reference": torch.rand(2, 3, 64, 64) * 2 - 1,
-             "face_mask": torch.ones(2, 1, 64, 64), "frame_valid": torch.ones(2, 1, dtype=torch.bool),
-             "motion_valid": torch.zeros(2, 0, dtype=torch.bool), "speed": torch.zeros(2, 1)}
-    modules = model.backbone.temporal_modules()
-    skipping = [type(m) for m in modules]
-    running = [t.__mro__[1] for t in skipping]          # the class without the skip
-
-    def step():
-        t0 = time.perf_counter()
-        loss_fn(batch, g).backward()
-        model.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
-
-    times = {"skipped": [], "run_and_discarded": []}
-    for i in range(repeats + 2):
-        for mode, classes in (("skipped", skipping), ("run_and_discarded", running)):
-            for m, c in zip(modules, classes):
-                m.__class__ = c
-            t = step()
-            if i >= 2:
-                times[mode].append(t)
-    for m, c in zip(modules, skipping):
-        m.__class__ = c
-    skipped, ran = statistics.median(times["skipped"]), statistics.median(times["run_and_discarded"])
-    return {"batch": 2, "repeats": repeats, "seconds_per_step_skipped": round(skipped, 4),
-            "seconds_per_step_run_and_discarded": round(ran, 4), "saving_fraction": round(1 - skipped / ran, 3)}
 
 
 if __name__ == "__main__":
