@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import EMOConfig, load_config
-from ..fileio import replace_folder, temp_sibling
+from ..fileio import atomic_write, replace_folder, temp_sibling
 from . import pretrained as pt
 from .audio_encoder import AudioEncoder, AudioProjection
 from .backbone import EMOBackbone, motion_unet_config
@@ -208,40 +208,40 @@ class EMOModel(nn.Module):
 
     def save_checkpoint(self, path: str | os.PathLike, meta: dict | None = None,
                         ema_weights: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write config.yaml, the five trained networks, the VAE / wav2vec2 when they are not named
-        pretrained files, meta.json, and ema.safetensors when `ema_weights` ({parameter name:
-        EMA value}) is given. Each entry is written in a hidden folder beside and renamed into
-        place (folders with `emo.fileio.replace_folder`: the old one is deleted only after the new
-        one is in place); other files already in `path` are kept."""
+        """Write the five trained networks, the VAE / wav2vec2 when they are not named pretrained
+        files, config.yaml, ema.safetensors when `ema_weights` ({parameter name: EMA value}) is
+        given, and meta.json last. Network folders are written in a hidden folder beside and moved
+        into place with `emo.fileio.replace_folder` (an old one is deleted only after the new one
+        is in place); files go through `emo.fileio.atomic_write`. Other files in `path` are kept."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        folders = {name: getattr(self, name) for name in TRAINED}
+        if not self.cfg.model.pretrained.vae:
+            folders["vae"] = self.vae
+        if not self.cfg.model.pretrained.wav2vec2:
+            folders["audio_encoder"] = self.audio_encoder
         tmp = temp_sibling(path / "entries")
         tmp.mkdir()
         try:
-            self.cfg.to_yaml(tmp / "config.yaml")
-            for name in TRAINED:
-                getattr(self, name).save_pretrained(tmp / name, safe_serialization=True)
-            if not self.cfg.model.pretrained.vae:
-                self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-            if not self.cfg.model.pretrained.wav2vec2:
-                self.audio_encoder.save_pretrained(tmp / "audio_encoder")
-            if ema_weights:
-                save_file({k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}, str(tmp / EMA_FILE))
-            else:
-                (path / EMA_FILE).unlink(missing_ok=True)      # stale EMA of an earlier save
-            info = {"stage": self.stage, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "ema": bool(ema_weights), **(meta or {})}
-            (tmp / "meta.json").write_text(json.dumps(info, indent=2))
-            for entry in sorted(tmp.iterdir()):
-                if entry.is_dir():
-                    replace_folder(entry, path / entry.name)
+            for name, net in folders.items():
+                if name == "audio_encoder":
+                    net.save_pretrained(tmp / name)
                 else:
-                    os.replace(entry, path / entry.name)       # a file rename is atomic
+                    net.save_pretrained(tmp / name, safe_serialization=True)
+                replace_folder(tmp / name, path / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self.cfg.to_yaml(path / "config.yaml")                 # atomic_write
+        if ema_weights:
+            plain = {k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}
+            atomic_write(path / EMA_FILE, lambda t: save_file(plain, str(t)))
+        else:
+            (path / EMA_FILE).unlink(missing_ok=True)          # stale EMA of an earlier save
+        info = {"stage": self.stage, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "ema": bool(ema_weights), **(meta or {})}
+        atomic_write(path / "meta.json", json.dumps(info, indent=2))
         return path
 
-    # -- stages ---------------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, str]:
         """Parameter name -> stage group (the groups `STAGES` names), from the networks' structure:
         the backbone's temporal modules, audio-attention layers and speed layers (the speed
