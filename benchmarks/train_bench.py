@@ -4,7 +4,8 @@ headline: 4 motion + 12 frames, audio and temporal layers on), through the real 
 synthetic dataset at the tiny config's 64 x 64 pixels. Batch size 1, one process, fp32.
 
 Per-step times come from the loop's own log (log_every = 1); the first WARMUP steps of each stage
-are left out (allocator and kernel warm-up). On a shared machine the median moves with other
+are left out (allocator and kernel warm-up). The stage-1 saving from skipping the temporal modules
+is benchmarks/stage1_skip_bench.py. On a shared machine the median moves with other
 load; the minimum is reported beside it. `run(out_dir)` returns the dict that
 benchmarks/run.py writes to out_dir/train.json.
 """

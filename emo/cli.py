@@ -41,13 +41,22 @@ def init(config: str, out: str, seed: int) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fps", default=25.0, show_default=True)
 @click.option("--no-crop", is_flag=True, help="the image is already a face crop: do not detect and crop")
-def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop) -> None:
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default=None,
+              help="EMA or raw trained weights (default: EMA when the checkpoint has them)")
+def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop, weights) -> None:
     """Animate IMAGE with AUDIO; the mp4 lasts as long as the audio and carries it."""
     from .generate import generate_video
     from .media.face import ModelFileMissing
     from .media.video import MediaError
     from .pipeline import PortraitError
     try:
+        if weights is not None:      # a loaded pipeline instead of the folder: the chosen weights
+            import torch
+
+            from .models.emo_model import EMOModel
+            from .pipeline import EMOPipeline
+            model = EMOModel.from_checkpoint(checkpoint, weights=weights)
+            checkpoint = EMOPipeline(model.to("cuda" if torch.cuda.is_available() else "cpu"))
         path = generate_video(checkpoint, image, audio, out, fps=fps, steps=steps, guidance=guidance,
                               speed=speed, seed=seed, crop=not no_crop)
     except (PortraitError, ModelFileMissing, MediaError, FileNotFoundError) as exc:

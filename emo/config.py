@@ -64,11 +64,15 @@ class AudioConfig:
 
 @dataclass
 class SpeedConfig:
-    # d = 9 buckets of head rotation speed (degrees per frame). Centres are denser near 0 where most
-    # talking-head frames lie (dataset mean_speed is typically 0.2-1.5 deg/frame); radii are half the
-    # gap to the next centre, so neighbouring tanh ramps overlap and every speed excites >= 2 buckets.
+    # d = 9 buckets of head rotation speed (degrees per frame), s_i = tanh((w - c_i) / r_i * 3) (the
+    # paper's code). Centres are denser near 0 where most talking-head frames lie (dataset
+    # mean_speed is typically 0.2-1.5 deg/frame). A bucket is excited (not saturated, |s_i| < 0.9)
+    # within 0.49 r_i of its centre (atanh(0.9) / 3); radii are 2.5 x the larger gap to a
+    # neighbouring centre, so each ramp reaches past its neighbours' centres, neighbouring ramps
+    # overlap, and every speed from the first centre to the last excites >= 2 buckets (nearby speeds
+    # such as 0.10 and 0.15 deg/frame get codes that differ by > 0.1). tests/test_speed_buckets.py.
     centres: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
-    radii: list[float] = field(default_factory=lambda: [0.125, 0.125, 0.125, 0.125, 0.25, 0.25, 0.5, 0.5, 0.5])
+    radii: list[float] = field(default_factory=lambda: [0.625, 0.625, 0.625, 0.625, 1.25, 1.25, 2.5, 2.5, 2.5])
     context: int = 2                        # m: neighbouring frames stacked on each side
     hidden: int = 64
     embed_dim: int = 32                     # width of the speed tokens the temporal layers attend to

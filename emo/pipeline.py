@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
+from .face_mask import inference_face_box
 from .media.audio import SPEECH_RATE, load_audio
 from .media.crop import box_in_crop, crop_square, square_around
 from .models.emo_model import EMOModel
@@ -104,6 +105,7 @@ class EMOPipeline:
         total = int(n_frames or max(1, round(wav.size / SPEECH_RATE * fps)))
         size = model.cfg.model.sample_size
         portrait, face_box = crop_portrait(load_image(image), size, crop)
+        face_box = inference_face_box(face_box, model)     # the training mask's size (emo.face_mask)
 
         f, n = model.cfg.model.num_frames, model.cfg.model.num_motion_frames
         n_clips = math.ceil(total / f)

@@ -8,7 +8,8 @@ import torch
 from emo.config import load_config
 from emo.models.emo_model import EMOModel
 from emo.training.audio_cache import ensure_audio_cache, load_clip_features
-from emo.training.config import TrainConfigError, parse_data, parse_train
+from emo.training.config import parse_data, parse_train
+from emo.typed_config import ConfigError
 from emo.training.dataset import ClipDataset, GlobalBatchSampler, face_mask, sample_order
 from emo.training.synthetic import make_synthetic_dataset
 
@@ -105,10 +106,16 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
 
 
 def test_config_typos_are_errors():
-    with pytest.raises(TrainConfigError, match="unknown keys"):
-        parse_train({"learning_rate": 1e-4})
-    with pytest.raises(TrainConfigError, match="multiple of 8"):
-        parse_data({"sample_size": 30})
+    with pytest.raises(ConfigError, match="cfg.yaml: train: unknown key.*learning_rate"):
+        parse_train({"learning_rate": 1e-4}, source="cfg.yaml")
+    with pytest.raises(ConfigError, match="cfg.yaml: data: sample_size must be a multiple of 8"):
+        parse_data({"sample_size": 30}, source="cfg.yaml")
+    with pytest.raises(ConfigError, match="train.lr: expected float"):
+        parse_train({"lr": "1e-4"})
+    with pytest.raises(ConfigError, match="drop_motion_prob must be in"):
+        parse_train({"drop_motion_prob": 1.5})
+    with pytest.raises(ConfigError, match="train.ema: unknown key.*decya"):
+        parse_train({"ema": {"decya": 0.9}})
     plan = parse_train({"stages": {1: {"steps": 5}, 2: {"steps": 0}, 3: {"steps": 2}}}).schedule()
     assert plan == [(1, 0, 5), (3, 5, 7)]
 
@@ -118,7 +125,7 @@ def test_audio_cache_written_once_and_sliced_by_window(synth):
     model = EMOModel.from_config(cfg, seed=0)
     ds = ClipDataset(synth, _data(), stage=2, seed=0)
     folder = ensure_audio_cache(model, ds, fps=25.0)
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(folder.glob("*.npy"))
     assert len(files) == 3
     stamp = [os.stat(f).st_mtime_ns for f in files]
     assert ensure_audio_cache(model, ds, fps=25.0) == folder
@@ -127,8 +134,9 @@ def test_audio_cache_written_once_and_sliced_by_window(synth):
     g = next(g for g in range(20) if cached.clips[cached.choose(g)["clip"]].n_frames == 30)
     pick = cached.choose(g)
     feats = load_clip_features(folder, cached.clips[pick["clip"]].clip_id)
-    assert feats.shape == (30, 5, model.audio_encoder.feature_dim)
-    assert cached[g]["audio"].equal(feats[torch.from_numpy(pick["target"])])
+    assert feats.shape == (30, model.audio_encoder.feature_dim)      # stored once, not stacked
+    from emo.models.speed_encoder import stack_neighbours
+    assert cached[g]["audio"].equal(stack_neighbours(feats[None], 2)[0][torch.from_numpy(pick["target"])])
     # another encoder (different weights) -> another cache folder
     other = EMOModel.from_config(cfg, seed=1)
     assert ensure_audio_cache(other, ds, fps=25.0) != folder

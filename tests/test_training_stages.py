@@ -33,6 +33,7 @@ def setup(tmp_path_factory):
     # No weight decay and no condition dropping: a tensor changes only if its gradient is non-zero.
     # No VAE fitting: it happens before the stages (its own test is in test_training_loop.py).
     cfg.train.update(weight_decay=0.0, drop_audio_prob=0.0, drop_reference_prob=0.0, save_every=0,
+                     drop_reference_and_audio_prob=0.0, drop_motion_prob=0.0,
                      lr=1e-3, lr_warmup_steps=0, vae_fit_steps=0,
                      stages={1: {"steps": 1}, 2: {"steps": 1}, 3: {"steps": 1}})
     return root, data, cfg

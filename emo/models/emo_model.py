@@ -2,7 +2,9 @@
 
 Trained (ModelMixin + ConfigMixin, saved with save_pretrained): backbone, reference_net,
 face_locator, speed_encoder, audio_projection. Frozen: vae (AutoencoderKL), audio_encoder (wav2vec2).
-Checkpoint layout: docs/INTERFACES.md, Contract 2 (this class writes everything but training_state/).
+Checkpoint layout: docs/INTERFACES.md, Contract 2 (this class writes everything but training_state/),
+plus `ema.safetensors` (EMA values of the parameters training averaged, by parameter name) when
+training kept an EMA: `from_checkpoint(path, weights="ema" | "raw")` picks which weights to use.
 """
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import EMOConfig, load_config
+from ..fileio import atomic_write, replace_folder, temp_sibling
 from . import pretrained as pt
 from .audio_encoder import AudioEncoder, AudioProjection
 from .backbone import EMOBackbone, motion_unet_config
@@ -28,13 +33,34 @@ from .speed_encoder import SpeedEncoder
 from .temporal import load_motion_state_dict, reference_feature_name
 
 TRAINED = ("backbone", "reference_net", "face_locator", "speed_encoder", "audio_projection")
-# Which parts are used and trained in each stage (EMO paper, section 3.3 / 4.1):
-# 1 image pretraining: single frames, no temporal/audio/speed layers;
-# 2 video training: + temporal modules (with motion frames) and audio layers;
-# 3 speed: + speed layers; only the temporal modules and speed layers learn.
-STAGE_ACTIVE = {1: dict(temporal=False, audio=False, speed=False),
-                2: dict(temporal=True, audio=True, speed=False),
-                3: dict(temporal=True, audio=True, speed=True)}
+EMA_FILE = "ema.safetensors"
+
+
+@dataclass(frozen=True)
+class StagePolicy:
+    """What one training stage runs and trains. The one definition: `EMOModel.set_stage` applies
+    it, the training loop (emo.training.step / stages) reads it, and the tests check it."""
+    temporal: bool              # temporal modules run (with motion frames); off: skipped entirely
+    audio: bool                 # audio-attention runs on the audio tokens
+    speed: bool                 # speed layers run
+    trains: frozenset[str]      # parameter groups (`EMOModel.parameter_groups`) that learn
+
+
+# EMO paper, section 3.3 / 4.1. 1 image pretraining: single frames, no temporal/audio/speed layers;
+# 2 video training: + temporal modules (with motion frames) and audio layers; 3 speed: + speed
+# layers, and ONLY the temporal modules and speed layers learn. Groups never listed (vae,
+# audio_encoder, the ReferenceNet's "unused" layers) are frozen in every stage.
+STAGES = {
+    1: StagePolicy(temporal=False, audio=False, speed=False,
+                   trains=frozenset({"backbone_spatial", "reference_net", "face_locator"})),
+    2: StagePolicy(temporal=True, audio=True, speed=False,
+                   trains=frozenset({"backbone_spatial", "reference_net", "face_locator", "temporal", "audio_layers"})),
+    3: StagePolicy(temporal=True, audio=True, speed=True, trains=frozenset({"temporal", "speed"})),
+}
+# The group of a parameter of each top-level network unless its structure says otherwise.
+_DEFAULT_GROUP = {"backbone": "backbone_spatial", "reference_net": "reference_net", "face_locator": "face_locator",
+                  "speed_encoder": "speed", "audio_projection": "audio_layers", "vae": "vae",
+                  "audio_encoder": "audio_encoder"}
 
 SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                       beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
@@ -88,6 +114,8 @@ class EMOModel(nn.Module):
         self.noise_scheduler_config = dict(SD15_SCHEDULER)
         # Temporal module -> the ReferenceNet module whose output is at its place (motion frames).
         self.motion_points = {n: reference_feature_name(n, reference_net.unet) for n in backbone.motion_names}
+        self.weights = "raw"        # "ema" when from_checkpoint loaded the EMA weights
+        self.face_mask_scale = None  # {"x", "y"}: the face mask's training/inference box ratio
         self.stage = 3
         self.set_stage(3)
 
@@ -131,8 +159,12 @@ class EMOModel(nn.Module):
         return cls(cfg, backbone, reference_net, face_locator, speed_encoder, audio_projection, vae, audio_encoder)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> "EMOModel":
+    def from_checkpoint(cls, path: str | os.PathLike, weights: str | None = None) -> "EMOModel":
+        """weights: "ema" (the EMA training kept, in ema.safetensors), "raw" (the optimizer's
+        weights, what resuming training needs) or None: EMA when the checkpoint has it."""
         path = Path(path)
+        if weights not in (None, "ema", "raw"):
+            raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
         if not (path / "config.yaml").is_file():
             raise FileNotFoundError(f"{path} is not an EMO checkpoint (no config.yaml)")
         cfg = load_config(path / "config.yaml")
@@ -148,69 +180,100 @@ class EMOModel(nn.Module):
             if (path / "audio_encoder").is_dir() else pt.load_wav2vec2(pre.wav2vec2, cfg.audio.context)
         model = cls(cfg, vae=vae, audio_encoder=audio_encoder, **loaded)
         _own_memory(model)
-        meta = path / "meta.json"
-        if meta.is_file():
-            model.set_stage(int(json.loads(meta.read_text()).get("stage", 3)))
+        if weights is None:
+            weights = "ema" if (path / EMA_FILE).is_file() else "raw"
+        if weights == "ema":
+            if not (path / EMA_FILE).is_file():
+                raise FileNotFoundError(f"checkpoint {path} has no EMA weights ({EMA_FILE}; training "
+                                        f"writes it when train.ema.enabled is true); use weights='raw'")
+            model.load_weights(load_file(str(path / EMA_FILE)))
+        model.weights = weights
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        # Union-to-single face box ratio measured on the training set (emo.face_mask).
+        model.face_mask_scale = meta.get("face_mask_scale")
+        model.set_stage(int(meta.get("stage", 3)))
         return model.eval()
 
-    def save_checkpoint(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
-        """Write config.yaml, the five trained networks, the VAE / wav2vec2 when they are not named
-        pretrained files, and meta.json. Each entry is written beside and renamed into place."""
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy {parameter name: tensor} (e.g. the EMA weights) over this model's parameters."""
+        params = dict(self.named_parameters())
+        unknown = sorted(set(tensors) - set(params))
+        if unknown:
+            raise ValueError(f"weights for parameters this model does not have: {unknown[:3]}")
+        with torch.no_grad():
+            for name, t in tensors.items():
+                if t.shape != params[name].shape:
+                    raise ValueError(f"{name}: weights of shape {tuple(t.shape)}, parameter {tuple(params[name].shape)}")
+                params[name].copy_(t.to(params[name].dtype))
+
+    def save_checkpoint(self, path: str | os.PathLike, meta: dict | None = None,
+                        ema_weights: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the five trained networks, the VAE / wav2vec2 when they are not named pretrained
+        files, config.yaml, ema.safetensors when `ema_weights` ({parameter name: EMA value}) is
+        given, and meta.json last. Network folders are written in a hidden folder beside and moved
+        into place with `emo.fileio.replace_folder` (an old one is deleted only after the new one
+        is in place); files go through `emo.fileio.atomic_write`. Other files in `path` are kept."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".tmp-{os.getpid()}-{time.time_ns()}"
+        folders = {name: getattr(self, name) for name in TRAINED}
+        if not self.cfg.model.pretrained.vae:
+            folders["vae"] = self.vae
+        if not self.cfg.model.pretrained.wav2vec2:
+            folders["audio_encoder"] = self.audio_encoder
+        tmp = temp_sibling(path / "entries")
         tmp.mkdir()
         try:
-            self.cfg.to_yaml(tmp / "config.yaml")
-            for name in TRAINED:
-                getattr(self, name).save_pretrained(tmp / name, safe_serialization=True)
-            if not self.cfg.model.pretrained.vae:
-                self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-            if not self.cfg.model.pretrained.wav2vec2:
-                self.audio_encoder.save_pretrained(tmp / "audio_encoder")
-            info = {"stage": self.stage, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})}
-            (tmp / "meta.json").write_text(json.dumps(info, indent=2))
-            for entry in sorted(tmp.iterdir()):
-                dst = path / entry.name
-                old = path / f".old-{entry.name}-{os.getpid()}"
-                if dst.exists():
-                    os.replace(dst, old)
-                os.replace(entry, dst)
-                if old.is_dir():
-                    shutil.rmtree(old)
-                elif old.exists():
-                    old.unlink()
+            for name, net in folders.items():
+                if name == "audio_encoder":
+                    net.save_pretrained(tmp / name)
+                else:
+                    net.save_pretrained(tmp / name, safe_serialization=True)
+                replace_folder(tmp / name, path / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        self.cfg.to_yaml(path / "config.yaml")                 # atomic_write
+        if ema_weights:
+            plain = {k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}
+            atomic_write(path / EMA_FILE, lambda t: save_file(plain, str(t)))
+        else:
+            (path / EMA_FILE).unlink(missing_ok=True)          # stale EMA of an earlier save
+        info = {"stage": self.stage, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "ema": bool(ema_weights), **(meta or {})}
+        atomic_write(path / "meta.json", json.dumps(info, indent=2))
         return path
 
-    # -- stages ---------------------------------------------------------------------------------
-    def set_stage(self, stage: int) -> None:
-        """Switch which layers run (STAGE_ACTIVE) and which learn (requires_grad)."""
-        if stage not in STAGE_ACTIVE:
-            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
-        self.stage, self.active = stage, dict(STAGE_ACTIVE[stage])
-        for net in TRAINED:
-            getattr(self, net).requires_grad_(False)
+    def parameter_groups(self) -> dict[str, str]:
+        """Parameter name -> stage group (the groups `STAGES` names), from the networks' structure:
+        the backbone's temporal modules, audio-attention layers and speed layers (the speed
+        cross-attention inside the temporal modules), the ReferenceNet's unused layers."""
+        groups, by_id = {}, {}
+        for top, default in _DEFAULT_GROUP.items():
+            for n, p in getattr(self, top).named_parameters():
+                groups[f"{top}.{n}"] = default
+                by_id[id(p)] = f"{top}.{n}"
         bb = self.backbone
-        temporal = [p for m in bb.temporal_modules() for p in m.parameters()]
-        speed = set(map(id, bb.speed_parameters()))
-        audio_attn = set(id(p) for m in bb.audio_attention_layers() for p in m.parameters())
-        temporal_ids = set(map(id, temporal))
-        if stage in (1, 2):
-            self.reference_net.requires_grad_(True)
-            for p in self.reference_net.unused_parameters():
-                p.requires_grad_(False)
-            self.face_locator.requires_grad_(True)
-            for p in bb.parameters():
-                is_new = id(p) in temporal_ids or id(p) in audio_attn
-                p.requires_grad_(not is_new if stage == 1 else id(p) not in speed)
-            if stage == 2:
-                self.audio_projection.requires_grad_(True)
-        else:
-            for p in temporal:          # includes the speed cross-attention on the temporal attn1
-                p.requires_grad_(True)
-            self.speed_encoder.requires_grad_(True)
+        for module in bb.temporal_modules():
+            for p in module.parameters():
+                groups[by_id[id(p)]] = "temporal"
+        for module in bb.audio_attention_layers():
+            for p in module.parameters():
+                groups[by_id[id(p)]] = "audio_layers"
+        for p in bb.speed_parameters():
+            groups[by_id[id(p)]] = "speed"
+        for p in self.reference_net.unused_parameters():   # never reach the backbone
+            groups[by_id[id(p)]] = "unused"
+        return groups
+
+    def set_stage(self, stage: int) -> None:
+        """Switch which layers run and which learn (requires_grad), as `STAGES[stage]` says."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
+        policy = STAGES[stage]
+        self.stage = stage
+        self.active = dict(temporal=policy.temporal, audio=policy.audio, speed=policy.speed)
+        groups = self.parameter_groups()
+        for name, p in self.named_parameters():
+            p.requires_grad_(groups[name] in policy.trains)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for n in TRAINED for p in getattr(self, n).parameters() if p.requires_grad]

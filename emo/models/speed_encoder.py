@@ -1,7 +1,8 @@
 """Speed layers: head rotation speed per frame -> tokens the temporal layers cross-attend.
 
 Each speed w (degrees per frame) is spread over d buckets with centres c_i and radii r_i as
-s_i = tanh((w - c_i) / r_i * 3) (a soft thermometer code: +1 well above c_i, -1 well below);
+s_i = tanh((w - c_i) / r_i * 3) (a soft thermometer code: +1 well above c_i, -1 well below; the
+radii make neighbouring ramps overlap, so every speed excites at least two buckets);
 the codes of the m frames on each side are stacked with the frame's own (edges replicated), and an
 MLP maps the (2m+1) * d values to one token per frame, to which a sinusoidal frame-position code
 is added so the temporal layers can tell frames apart.
@@ -37,7 +38,8 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
 class SpeedEncoder(ModelMixin, ConfigMixin):
 
     @register_to_config
-    def __init__(self, centres: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0), radii: tuple[float, ...] = (0.25, 0.25, 0.5, 1.0),
+    # Default radii: 2.5 x the larger gap to a neighbouring centre (see emo.config.SpeedConfig).
+    def __init__(self, centres: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0), radii: tuple[float, ...] = (1.25, 1.25, 2.5, 2.5),
                  context: int = 2, hidden: int = 64, embed_dim: int = 32):
         super().__init__()
         if len(centres) != len(radii):

@@ -46,13 +46,17 @@ def zero_init_temporal_outputs(unet_motion: nn.Module) -> None:
 
 class MotionFrameHooks:
     """Forward hooks on one temporal module: concatenate the motion frames' features before the
-    current frames, run the module on n + F frames, keep the last F. Off (stage 1): identity."""
+    current frames, run the module on n + F frames, keep the last F. Off (stage 1): identity, and
+    the module is not run at all (its forward is wrapped), since its output would be thrown away."""
 
     def __init__(self, name: str, module: nn.Module, ctx: ForwardContext):
         self.name, self.ctx = name, ctx
         self._split: tuple[int, int, int] | None = None
         self.handles = [module.register_forward_pre_hook(self.before, with_kwargs=True),
                         module.register_forward_hook(self.after, with_kwargs=True)]
+        module._emo_ctx = ctx
+        module.__class__ = _skippable(type(module))
+
 
     def before(self, module, args, kwargs):
         self._split = None
@@ -88,6 +92,24 @@ class MotionFrameHooks:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+_SKIPPABLE: dict[type, type] = {}
+
+
+def _skippable(cls: type) -> type:
+    """`cls` with a forward that returns its input unchanged while the temporal layers are off (a
+    subclass rather than a wrapped bound method, so copies of the model keep their own context)."""
+    if cls in _SKIPPABLE.values():
+        return cls
+    if cls not in _SKIPPABLE:
+        def forward(self, *args, **kwargs):
+            if not self._emo_ctx.temporal_enabled:
+                return args[0] if args else kwargs["hidden_states"]
+            return cls.forward(self, *args, **kwargs)
+        _SKIPPABLE[cls] = type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__,
+                                                       "__qualname__": f"_skippable.{cls.__name__}"})
+    return _SKIPPABLE[cls]
 
 
 def load_motion_state_dict(unet_motion: nn.Module, state_dict: dict[str, torch.Tensor]) -> int:

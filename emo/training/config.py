@@ -1,25 +1,19 @@
 """The `data:` and `train:` sections of an EMO config, parsed into dataclasses.
 
-`emo.config.EMOConfig` keeps both sections as plain dicts; their meaning lives here. Unknown keys
-are an error (a typo in a YAML file should not silently fall back to a default).
+`emo.config.EMOConfig` keeps both sections as plain dicts; their meaning lives here. They are read
+with the one config mechanism, `emo.typed_config.from_mapping`: unknown keys and mistyped values are
+a `ConfigError` naming the file and the key (a typo in a YAML file should not silently fall back to
+a default); the range checks below (`__post_init__`) are reported the same way.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import os
+from dataclasses import dataclass, field
+from typing import Literal
 
+from emo.typed_config import ConfigError, from_mapping
 
-class TrainConfigError(ValueError):
-    pass
-
-
-def _from_dict(cls, raw: dict | None, where: str):
-    raw = dict(raw or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise TrainConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-    return cls(**raw)
+__all__ = ["ConfigError", "DataConfig", "EMAConfig", "StagePlan", "TrainConfig", "parse_data", "parse_train"]
 
 
 @dataclass
@@ -33,12 +27,13 @@ class DataConfig:
     num_workers: int = 0           # DataLoader workers
 
     def __post_init__(self):
+        # ValueError: from_mapping re-raises it as a ConfigError naming the file and the section.
         if self.sample_size % 8:
-            raise TrainConfigError(f"data.sample_size must be a multiple of 8 (VAE), got {self.sample_size}")
+            raise ValueError(f"sample_size must be a multiple of 8 (VAE), got {self.sample_size}")
         if self.n_frames < 1 or self.n_motion < 0:
-            raise TrainConfigError("data.n_frames must be >= 1 and data.n_motion >= 0")
+            raise ValueError("n_frames must be >= 1 and n_motion >= 0")
         if self.fps <= 0:
-            raise TrainConfigError("data.fps must be > 0")
+            raise ValueError("fps must be > 0")
 
 
 @dataclass
@@ -66,10 +61,17 @@ class TrainConfig:
     lr_scheduler: str = "constant_with_warmup"  # any name diffusers.optimization.get_scheduler knows
     lr_warmup_steps: int = 0
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"               # no | fp16 | bf16
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     drop_reference_prob: float = 0.05         # stage 2/3: reference condition dropped (CFG)
     drop_audio_prob: float = 0.05             # stage 2/3: audio condition dropped (CFG)
+    # stage 2/3: reference AND audio dropped together, as in the pipeline's unconditional pass; drawn
+    # first, the single drops above apply to the remaining steps (so both are dropped in
+    # p_joint + (1 - p_joint) * p_ref * p_audio of the steps, not just p_ref * p_audio).
+    drop_reference_and_audio_prob: float = 0.05
+    # stage 2/3: a window's motion frames replaced by zeros, as for the first clip at inference
+    # (dataprep's 3-12 s clips otherwise never train that case); Hallo uses about 5 %.
+    drop_motion_prob: float = 0.05
     save_every: int = 1000                    # checkpoint every N global steps (0: never)
     save_steps: list[int] = field(default_factory=list)  # extra global steps to checkpoint at
     keep_last: int = 0                        # 0 keeps every checkpoint
@@ -81,19 +83,16 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
 
     def __post_init__(self):
+        # ValueError: from_mapping re-raises it as a ConfigError naming the file and the section.
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
-        self.stages = {int(k): (v if isinstance(v, StagePlan) else _from_dict(StagePlan, v, f"train.stages.{k}"))
-                       for k, v in (self.stages or {}).items()}
         bad = sorted(set(self.stages) - {1, 2, 3})
         if bad:
-            raise TrainConfigError(f"train.stages: stages are 1, 2, 3; got {bad}")
-        if not isinstance(self.ema, EMAConfig):
-            self.ema = _from_dict(EMAConfig, self.ema, "train.ema")
+            raise ValueError(f"stages: stages are 1, 2, 3; got {bad}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise TrainConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in ("drop_reference_prob", "drop_audio_prob"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("drop_reference_prob", "drop_audio_prob", "drop_reference_and_audio_prob", "drop_motion_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TrainConfigError(f"train.{name} must be in [0, 1]")
+                raise ValueError(f"{name} must be in [0, 1]")
         self.save_steps = sorted(int(s) for s in self.save_steps)
 
     def stage_plan(self, stage: int) -> StagePlan:
@@ -124,20 +123,11 @@ class TrainConfig:
         return out
 
 
-def parse_data(raw: dict | None) -> DataConfig:
-    return _from_dict(DataConfig, raw, "data")
+def parse_data(raw: dict | None, source: str | os.PathLike | None = None) -> DataConfig:
+    """The `data:` section (a mapping, as read from YAML) of the config file `source`."""
+    return from_mapping(DataConfig, raw, where="data", source=source)
 
 
-def parse_train(raw: dict | None) -> TrainConfig:
-    return _from_dict(TrainConfig, raw, "train")
-
-
-def to_plain(obj: Any) -> Any:
-    """A dataclass config as YAML-friendly plain types (tuples -> lists, int keys kept)."""
-    if hasattr(obj, "__dataclass_fields__"):
-        return to_plain(asdict(obj))
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    return obj
+def parse_train(raw: dict | None, source: str | os.PathLike | None = None) -> TrainConfig:
+    """The `train:` section (a mapping, as read from YAML) of the config file `source`."""
+    return from_mapping(TrainConfig, raw, where="train", source=source)

@@ -10,6 +10,10 @@ Window rule (T = the clip's frame count at `data.fps`, n = n_motion, f = n_frame
   as the first clip at inference.
 - T < f: as above, and the last frame is held to fill the window; the held frames are marked in
   `frame_valid` and left out of the loss.
+- Motion drop: with probability `drop_motion_prob` (train config) a window that has real motion
+  frames gets none (zeros, marked invalid), so the first clip of every generated video, which has
+  no motion frames, is trained although dataprep's 3-12 s clips are all longer than n + f. The
+  coin comes from its own stream (seed, g, 2): the other choices do not depend on it.
 The reference frame is uniform over the clip's frames outside [start - n, start + f); when the clip
 has none, over all frames.
 
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from emo.face_mask import box_scale, clip_box_scale
 from emo.manifest import load_labels, read_manifest
 from emo.media.audio import SPEECH_RATE, load_audio
 from emo.media.video import iter_frames
@@ -46,6 +51,7 @@ class ClipInfo:
     n_frames: int                 # at data.fps
     speed: np.ndarray             # (n_frames,) deg per frame at data.fps
     face_box: np.ndarray          # (4,) x0 y0 x1 y1 in [0, 1]
+    box_scale: tuple[float, float] | None = None   # union / single-frame box size (emo.face_mask)
 
     def src_index(self, k: np.ndarray, fps: float) -> np.ndarray:
         """Source frame index nearest in time to frame k at `fps`."""
@@ -66,7 +72,31 @@ def _clip_info(dataset: Path, row, fps: float) -> ClipInfo:
         speed = speed[np.clip(info.src_index(np.arange(n), fps), 0, len(speed) - 1)] * (src_fps / fps)
     else:
         speed = np.zeros(n, np.float32)
-    return ClipInfo(info.clip_id, info.path, src_fps, src_frames, n, speed.astype(np.float32), info.face_box)
+    return ClipInfo(info.clip_id, info.path, src_fps, src_frames, n, speed.astype(np.float32), info.face_box,
+                    clip_box_scale(labels["boxes"], info.face_box))
+
+
+def read_frames_at(path: Path, indices: np.ndarray, fps: float, threads: int = 0) -> np.ndarray:
+    """(len(indices), H, W, 3) uint8 RGB frames at source frame `indices` (any order, repeats
+    allowed), in ONE PyAV pass from the keyframe before the first to the last. The reader is a
+    measured choice (benchmarks/video_read_bench.py: faster than decord and than one pass per
+    group of frames for the trainer's access pattern)."""
+    need = set(int(i) for i in indices)
+    lo, hi = min(need), max(need)
+    got: dict[int, np.ndarray] = {}
+    for idx, rgb in iter_frames(path, start=lo / fps, end=(hi + 1) / fps, threads=threads):
+        if idx in need:
+            got[idx] = rgb
+        if len(got) == len(need):
+            break
+    if len(got) < len(need):
+        # Containers can report a frame or two more than decode; hold the last decoded one.
+        decoded = sorted(got)
+        if not decoded:
+            raise RuntimeError(f"{path}: no frames decoded in [{lo}, {hi}]")
+        for i in need - set(got):
+            got[i] = got[max([d for d in decoded if d <= i] or decoded[:1])]
+    return np.stack([got[int(i)] for i in indices])
 
 
 def face_mask(box: np.ndarray, size: int) -> torch.Tensor:
@@ -90,13 +120,15 @@ class ClipDataset(Dataset):
     """Index with a global sample index g (see `GlobalBatchSampler`), not a clip index."""
 
     def __init__(self, dataset: str | os.PathLike, data: DataConfig, stage: int, seed: int = 0,
-                 audio_cache: str | os.PathLike | None = None, audio_context: int = 2):
+                 audio_cache: str | os.PathLike | None = None, audio_context: int = 2,
+                 drop_motion_prob: float = 0.0):
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
         self.root = Path(dataset)
         self.data, self.stage, self.seed = data, stage, seed
         self.audio_cache = Path(audio_cache) if audio_cache else None
         self.audio_context = audio_context   # m: the audio window of a frame is 2m + 1 frames
+        self.drop_motion_prob = float(drop_motion_prob)
         rows = read_manifest(self.root, split=data.split)
         if rows.empty:
             raise FileNotFoundError(f"{self.root / 'manifest.parquet'}: no clips in split {data.split!r}")
@@ -106,6 +138,10 @@ class ClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def face_mask_scale(self) -> dict | None:
+        """How much larger the training mask (union box) is than one frame's box (emo.face_mask)."""
+        return box_scale([c.box_scale for c in self.clips])
 
     # ---- choosing frames -------------------------------------------------------------------
     def choose(self, g: int) -> dict:
@@ -122,7 +158,8 @@ class ClipDataset(Dataset):
                         reference=int(rng.choice(others)))
         if T >= n + f:
             start = int(rng.integers(n, T - f + 1))
-            motion_valid = np.ones(n, bool)
+            drop = np.random.default_rng([self.seed, int(g), 2]).random() < self.drop_motion_prob
+            motion_valid = np.full(n, not drop)
         else:
             start, motion_valid = 0, np.zeros(n, bool)
         target = start + np.arange(f)
@@ -136,23 +173,7 @@ class ClipDataset(Dataset):
     # ---- decoding ----------------------------------------------------------------------------
     def _frames(self, clip: ClipInfo, wanted: np.ndarray) -> torch.Tensor:
         """(len(wanted), 3, S, S) in [-1, 1] for frame indices at data.fps."""
-        src = clip.src_index(wanted, self.data.fps)
-        need = set(int(i) for i in src)
-        lo, hi = min(need), max(need)
-        got: dict[int, np.ndarray] = {}
-        for idx, rgb in iter_frames(clip.path, start=lo / clip.src_fps, end=(hi + 1) / clip.src_fps):
-            if idx in need:
-                got[idx] = rgb
-            if len(got) == len(need):
-                break
-        if len(got) < len(need):
-            # Containers can report a frame or two more than decode; hold the last decoded one.
-            decoded = sorted(got)
-            if not decoded:
-                raise RuntimeError(f"{clip.path}: no frames decoded in [{lo}, {hi}]")
-            for i in need - set(got):
-                got[i] = got[max([d for d in decoded if d <= i] or decoded[:1])]
-        stack = np.stack([got[int(i)] for i in src])
+        stack = read_frames_at(clip.path, clip.src_index(wanted, self.data.fps), clip.src_fps)
         x = torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         S = self.data.sample_size
         if x.shape[-2:] != (S, S):
@@ -161,9 +182,8 @@ class ClipDataset(Dataset):
 
     def _audio(self, clip: ClipInfo, target: np.ndarray) -> dict:
         if self.audio_cache is not None:
-            from .audio_cache import load_clip_features
-            feats = load_clip_features(self.audio_cache, clip.clip_id)
-            return {"audio": feats[torch.from_numpy(np.minimum(target, len(feats) - 1))]}
+            from .audio_cache import load_window
+            return {"audio": load_window(self.audio_cache, clip.clip_id, target, self.audio_context)}
         # No cache: the waveform of the window, one fixed length per sample so batches stack.
         fps, m = self.data.fps, self.audio_context
         wave = load_audio(clip.path, rate=SPEECH_RATE)
@@ -179,9 +199,11 @@ class ClipDataset(Dataset):
     def __getitem__(self, g: int) -> dict:
         pick = self.choose(g)
         clip = self.clips[pick["clip"]]
-        # Two decodes (window, reference) rather than one over the span between them.
-        frames = self._frames(clip, np.concatenate([pick["motion"], pick["target"]]))
-        reference = self._frames(clip, np.array([pick["reference"]]))[0]
+        # One decode over the span from the first frame needed to the last (benchmarks/video_read:
+        # with x264's 10-s keyframe interval, a second seek for the reference decodes from the
+        # same keyframe again).
+        both = self._frames(clip, np.concatenate([pick["motion"], pick["target"], [pick["reference"]]]))
+        frames, reference = both[:-1], both[-1]
         if self.n_motion:
             frames[:self.n_motion][~torch.from_numpy(pick["motion_valid"])] = 0.0
         item = {

@@ -1,5 +1,6 @@
-"""What each of the paper's three training stages trains, applied through EMOModel.set_stage and
-checked parameter by parameter.
+"""What each of the paper's three training stages trains: the policy is defined once, in
+`emo.models.emo_model.STAGES` (which layers run, which parameter groups learn); here it is applied
+through EMOModel.set_stage and checked parameter by parameter.
 
 Stage 1 (image pre-training): backbone (spatial layers), ReferenceNet, face locator. The backbone
   sees one frame; temporal modules, audio layers and speed layers are not used.
@@ -20,70 +21,18 @@ from collections import Counter
 
 import torch
 
-# Parameter groups, by where a parameter lives (see `param_group`).
-FROZEN_ALWAYS = {"vae", "audio_encoder"}
-STAGE_GROUPS = {
-    1: {"backbone_spatial", "reference_net", "face_locator"},
-    2: {"backbone_spatial", "reference_net", "face_locator", "temporal", "audio_layers"},
-    3: {"temporal", "speed"},
-}
-# Which conditions the forward pass uses in each stage.
-USES_AUDIO = {1: False, 2: True, 3: True}
-USES_SPEED = {1: False, 2: False, 3: True}
-USES_MOTION = {1: False, 2: True, 3: True}
+from emo.models.emo_model import STAGES
 
-_TEMPORAL_MARKERS = ("temporal", "motion_module", "motion_modules")
-_AUDIO_MARKERS = ("audio_attn", "audio_attention", "attn_audio", "audio_")
-
-
-def param_group(name: str) -> str:
-    """The stage group of a parameter, from its name alone (EMOModel.named_parameters() names)."""
-    top, _, rest = name.partition(".")
-    if top in ("vae", "audio_encoder"):
-        return top
-    if top in ("reference_net", "face_locator"):
-        return top
-    if top == "speed_encoder":
-        return "speed"
-    if top == "audio_projection":
-        return "audio_layers"
-    if top == "backbone":
-        parts = rest.split(".")
-        if any(m in p for p in parts for m in _TEMPORAL_MARKERS):
-            # Cross-attention to the speed embedding lives inside the temporal modules.
-            return "speed" if any("speed" in p for p in parts) else "temporal"
-        if any(p.startswith(m) or p == m.rstrip("_") for p in parts for m in _AUDIO_MARKERS):
-            return "audio_layers"
-        return "backbone_spatial"
-    return f"other:{top}"
+# Views of the one stage policy (emo.models.emo_model.STAGES), by stage.
+STAGE_GROUPS = {s: set(p.trains) for s, p in STAGES.items()}     # parameter groups trained
+USES_AUDIO = {s: p.audio for s, p in STAGES.items()}              # the forward pass uses audio
+USES_SPEED = {s: p.speed for s, p in STAGES.items()}              # ... the speed layers
+USES_MOTION = {s: p.temporal for s, p in STAGES.items()}          # ... motion frames (temporal modules)
 
 
 def group_map(model: torch.nn.Module) -> dict[str, str]:
-    """Parameter name -> stage group. Where the backbone describes its own structure
-    (audio_attention_layers, temporal_modules, speed_parameters), that decides; otherwise the
-    parameter's name does (`param_group`)."""
-    groups = {name: param_group(name) for name, _ in model.named_parameters()}
-    backbone = getattr(model, "backbone", None)
-    if backbone is None or not hasattr(backbone, "audio_attention_layers"):
-        return groups
-    by_id = {id(p): f"backbone.{n}" for n, p in backbone.named_parameters()}
-    for name in by_id.values():
-        groups[name] = "backbone_spatial"
-    for module in backbone.temporal_modules():
-        for p in module.parameters():
-            groups[by_id[id(p)]] = "temporal"
-    for module in backbone.audio_attention_layers():
-        for p in module.parameters():
-            groups[by_id[id(p)]] = "audio_layers"
-    for p in backbone.speed_parameters():
-        groups[by_id[id(p)]] = "speed"
-    ref = getattr(model, "reference_net", None)
-    if ref is not None and hasattr(ref, "unused_parameters"):
-        # Layers after the ReferenceNet's last recorded feature never reach the backbone.
-        ref_ids = {id(p): f"reference_net.{n}" for n, p in ref.named_parameters()}
-        for p in ref.unused_parameters():
-            groups[ref_ids[id(p)]] = "unused"
-    return groups
+    """Parameter name -> stage group (`EMOModel.parameter_groups`)."""
+    return model.parameter_groups()
 
 
 def trainable_groups(model: torch.nn.Module) -> Counter:
@@ -124,7 +73,7 @@ def verify_stage(model: torch.nn.Module, stage: int) -> None:
 def apply_stage(model, stage: int) -> list[tuple[str, torch.nn.Parameter]]:
     """Set the stage on the model, check it, and return the trainable (name, parameter) pairs in
     a stable order (the optimizer's order, which the saved optimizer state refers to by name)."""
-    if stage not in STAGE_GROUPS:
+    if stage not in STAGES:
         raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
     model.set_stage(stage)            # also switches which layers run
     verify_stage(model, stage)

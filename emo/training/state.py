@@ -8,7 +8,8 @@ in safetensors (tensors) and JSON (the rest). Nothing is pickled.
     scheduler.json             the LR scheduler's state_dict
     rng_<rank>.safetensors     torch CPU (+ CUDA) generator states, the loop's noise generator
     rng_<rank>.json            python `random` and numpy global states
-    ema.safetensors/.json      EMA shadow parameters and counters (when EMA is on)
+    ema.json                   EMA counters (when EMA is on); the EMA weights themselves are the
+                               checkpoint's own ema.safetensors, where generation reads them
     scaler.json                fp16 loss scale (when mixed_precision is fp16)
 """
 from __future__ import annotations
@@ -33,9 +34,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(plain, str(tmp)))
 
 
 def _read_json(path: Path) -> Any:
@@ -133,20 +133,28 @@ def load_scheduler(folder: Path, scheduler) -> None:
     scheduler.load_state_dict(sd)
 
 
+def ema_weights(ema, names: list[str]) -> dict[str, torch.Tensor]:
+    """{parameter name: EMA value} of the parameters the EMA tracks (`names`: the optimizer's order)."""
+    return {n: p.detach() for n, p in zip(names, ema.shadow_params)}
+
+
 def save_ema(folder: Path, ema, names: list[str]) -> None:
+    """The EMA's counters; its weights go to the checkpoint's ema.safetensors (`ema_weights`)."""
     sd = ema.state_dict()
-    shadow = sd.pop("shadow_params")
-    _write_tensors(folder / "ema.safetensors", {n: p for n, p in zip(names, shadow)})
+    sd.pop("shadow_params")
     _write_json(folder / "ema.json", {**sd, "names": names})
 
 
-def load_ema(folder: Path, ema, names: list[str]) -> None:
+def load_ema(folder: Path, ema, names: list[str], weights: dict[str, torch.Tensor]) -> None:
+    """Counters from training_state/ema.json, weights from the checkpoint's ema.safetensors."""
     meta = _read_json(folder / "ema.json")
     if meta.pop("names") != names:
         raise ValueError(f"{folder}: EMA saved for different parameters")
-    tensors = load_file(str(folder / "ema.safetensors"))
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ValueError(f"{folder}: the checkpoint's EMA weights lack {missing[:3]}")
     for p, n in zip(ema.shadow_params, names):
-        p.data.copy_(tensors[n].to(p.device, p.dtype))
+        p.data.copy_(weights[n].to(p.device, p.dtype))
     for k, v in meta.items():
         setattr(ema, k, v)
 

@@ -15,13 +15,14 @@ from .stages import USES_AUDIO, USES_MOTION, USES_SPEED
 
 class StageLoss(torch.nn.Module):
     def __init__(self, model, stage: int, n_motion: int, drop_reference_prob: float = 0.0,
-                 drop_audio_prob: float = 0.0, fps: float = 25.0):
+                 drop_audio_prob: float = 0.0, fps: float = 25.0, drop_both_prob: float = 0.0):
         super().__init__()
         self.model = model
         self.stage = stage
         self.n_motion = n_motion if USES_MOTION[stage] else 0
         self.drop_reference_prob = drop_reference_prob if stage > 1 else 0.0
         self.drop_audio_prob = drop_audio_prob if stage > 1 else 0.0
+        self.drop_both_prob = drop_both_prob if stage > 1 else 0.0
         self.fps = fps
         self.scheduler = DDPMScheduler.from_config(model.noise_scheduler_config)
 
@@ -49,6 +50,18 @@ class StageLoss(torch.nn.Module):
     def _coin(self, prob: float, generator: torch.Generator) -> bool:
         return bool(torch.rand((), generator=generator, device=generator.device).item() < prob)
 
+    def drops(self, generator: torch.Generator) -> tuple[bool, bool]:
+        """(drop reference, drop audio) for one step. The joint drop (the unconditional branch of
+        classifier-free guidance) has its own probability; otherwise each condition is dropped on
+        its own coin. All three coins are drawn every step in stages 2/3, so the generator's stream
+        does not depend on the probabilities."""
+        if self.stage == 1:
+            return False, False
+        both = self._coin(self.drop_both_prob, generator)
+        ref = self._coin(self.drop_reference_prob, generator)
+        audio = self._coin(self.drop_audio_prob, generator)
+        return both or ref, both or audio
+
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         latents, reference = self._encode(batch)
         n = self.n_motion
@@ -63,12 +76,7 @@ class StageLoss(torch.nn.Module):
         audio = self._audio(batch, f)
         # Classifier-free guidance: conditions are dropped for the whole (per-process) batch, the way
         # the pipeline's unconditional pass drops them (bank without reference tokens, audio=None).
-        # Both coins are drawn every step in stages 2/3 so the generator's stream does not depend on
-        # the probabilities.
-        drop_ref = drop_audio = False
-        if self.stage > 1:
-            drop_ref = self._coin(self.drop_reference_prob, generator)
-            drop_audio = self._coin(self.drop_audio_prob, generator)
+        drop_ref, drop_audio = self.drops(generator)
         speed = batch["speed"] if USES_SPEED[self.stage] else None
 
         motion, valid = None, None
