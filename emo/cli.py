@@ -41,7 +41,10 @@ def init(config: str, out: str, seed: int) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fps", default=25.0, show_default=True)
 @click.option("--no-crop", is_flag=True, help="the image is already a face crop: do not detect and crop")
-def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop) -> None:
+@click.option("--device", default=None, help="torch device [default: cuda when available, else cpu]")
+@click.option("--dtype", default=None, type=click.Choice(["bf16", "fp16", "fp32"]),
+              help="precision of the networks [default: bf16 on CUDA, fp32 on the CPU]")
+def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop, device, dtype) -> None:
     """Animate IMAGE with AUDIO; the mp4 lasts as long as the audio and carries it."""
     from .generate import generate_video
     from .media.face import ModelFileMissing
@@ -49,7 +52,7 @@ def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, n
     from .pipeline import PortraitError
     try:
         path = generate_video(checkpoint, image, audio, out, fps=fps, steps=steps, guidance=guidance,
-                              speed=speed, seed=seed, crop=not no_crop)
+                              speed=speed, seed=seed, crop=not no_crop, device=device, dtype=dtype)
     except (PortraitError, ModelFileMissing, MediaError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc))
     click.echo(f"wrote {path}")

@@ -275,9 +275,10 @@ class EMOModel(nn.Module):
 
     def predict_noise(self, noisy: torch.Tensor, timesteps: torch.Tensor, bank: ReferenceBank | None,
                       audio: torch.Tensor | None = None, face_mask: torch.Tensor | None = None,
-                      speed: torch.Tensor | None = None) -> torch.Tensor:
+                      speed: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None) -> torch.Tensor:
         """noisy (B, F, C, h, w); timesteps (B,); audio (B, F, 2m+1, D_audio) or None (dropped);
-        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w)."""
+        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w).
+        audio_mask (B,) bool: the samples whose audio is used (None: all; guidance batches both)."""
         if noisy.ndim != 5:
             raise ValueError(f"noisy latents must be (B, F, C, h, w), got {tuple(noisy.shape)}")
         x = noisy.to(self.dtype)
@@ -291,4 +292,4 @@ class EMOModel(nn.Module):
         speed_tokens = self.speed_encoder(speed.to(self.device)) if (speed is not None and act["speed"]) else None
         return self.backbone(x, timesteps.to(self.device), bank=bank, audio_tokens=audio_tokens,
                              speed_tokens=speed_tokens, temporal=act["temporal"], audio=act["audio"],
-                             speed=act["speed"])
+                             speed=act["speed"], audio_mask=audio_mask)
