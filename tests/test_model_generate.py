@@ -260,3 +260,38 @@ def test_cli_generate_dtype_option(checkpoint, tmp_path):
     res = CliRunner().invoke(cli, ["generate", "--image", str(image), "--audio", str(wav), "--checkpoint",
                                    str(checkpoint), "--out", str(tmp_path / "p.mp4"), "--dtype", "int8"])
     assert res.exit_code != 0 and "int8" in res.output
+
+
+def test_pretrained_paths_follow_the_checkpoint_not_the_working_directory(tmp_path, monkeypatch):
+    """A checkpoint whose VAE and wav2vec2 are named pretrained folders (as sd15's are) loads from
+    any working directory, and a re-saved copy elsewhere still finds them."""
+    import torch
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    model = EMOModel.from_config("tiny", seed=0)
+    model.vae.save_pretrained(project / "models" / "vae")
+    model.audio_encoder.save_pretrained(project / "models" / "wav2vec2")
+    model.cfg.model.pretrained.vae = "models/vae"               # relative to where training runs
+    model.cfg.model.pretrained.wav2vec2 = "models/wav2vec2"
+    model.save_checkpoint("runs/a/step-000001")
+    ckpt = project / "runs" / "a" / "step-000001"
+    assert not (ckpt / "vae").exists()                           # named pretrained: not copied
+    stored = (ckpt / "config.yaml").read_text()
+    assert "vae: ../../../models/vae" in stored and "wav2vec2: ../../../models/wav2vec2" in stored
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "models").mkdir(parents=True)                   # a decoy that must not be picked
+    monkeypatch.chdir(elsewhere)
+    loaded = EMOModel.from_checkpoint(ckpt)
+    for a, b in zip(loaded.vae.parameters(), model.vae.parameters()):
+        assert torch.equal(a, b)
+    loaded.save_checkpoint(tmp_path / "copy")                    # re-saved from the other directory
+    assert "vae: ../project/models/vae" in (tmp_path / "copy" / "config.yaml").read_text()
+    (project / "models" / "vae").rename(project / "models" / "vae-moved")
+    with pytest.raises(FileNotFoundError, match=str(ckpt / "../../../models/vae").replace(".", r"\.")):
+        EMOModel.from_checkpoint(ckpt)
+
+
+def test_download_commands_use_the_current_hf_cli():
+    from emo.models.pretrained import SOURCES
+    assert all(s["get"].startswith("hf download ") for s in SOURCES.values())

@@ -6,6 +6,7 @@ Checkpoint layout: docs/INTERFACES.md, Contract 2 (this class writes everything 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -136,6 +137,7 @@ class EMOModel(nn.Module):
         if not (path / "config.yaml").is_file():
             raise FileNotFoundError(f"{path} is not an EMO checkpoint (no config.yaml)")
         cfg = load_config(path / "config.yaml")
+        cfg.model.pretrained = pt.anchored(cfg.model.pretrained, path)   # relative to the checkpoint
         missing = [n for n in TRAINED if not (path / n / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(f"checkpoint {path} lacks {', '.join(missing)}")
@@ -161,7 +163,9 @@ class EMOModel(nn.Module):
         tmp = path / f".tmp-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()
         try:
-            self.cfg.to_yaml(tmp / "config.yaml")
+            stored = dataclasses.replace(self.cfg, model=dataclasses.replace(
+                self.cfg.model, pretrained=pt.relative_to(self.cfg.model.pretrained, path)))
+            stored.to_yaml(tmp / "config.yaml")
             for name in TRAINED:
                 getattr(self, name).save_pretrained(tmp / name, safe_serialization=True)
             if not self.cfg.model.pretrained.vae:
