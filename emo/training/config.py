@@ -67,6 +67,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"               # no | fp16 | bf16
+    optimizer: str = "adamw"                  # adamw (torch) | adamw8bit (bitsandbytes, CUDA only)
     gradient_checkpointing: bool = False
     drop_reference_prob: float = 0.05         # stage 2/3: reference condition dropped (CFG)
     drop_audio_prob: float = 0.05             # stage 2/3: audio condition dropped (CFG)
@@ -91,6 +92,8 @@ class TrainConfig:
             self.ema = _from_dict(EMAConfig, self.ema, "train.ema")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise TrainConfigError(f"train.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise TrainConfigError(f"train.optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
         for name in ("drop_reference_prob", "drop_audio_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TrainConfigError(f"train.{name} must be in [0, 1]")

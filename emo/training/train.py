@@ -95,12 +95,8 @@ def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log
 
 
 def _enable_checkpointing(model) -> int:
-    n = 0
-    for module in model.modules():
-        if module is not model and getattr(module, "_supports_gradient_checkpointing", False):
-            module.enable_gradient_checkpointing()
-            n += 1
-    return n
+    from .activation_checkpointing import enable_checkpointing   # the temporal modules included
+    return enable_checkpointing(model)
 
 
 def main(config, dataset, out, stage: int | None = None, max_steps: int | None = None,
@@ -168,8 +164,9 @@ def _run_stage(accelerator, model, cfg, data: DataConfig, train: TrainConfig, da
     params = [p for _, p in named]
     result.trainable[stage] = stage_summary(model)
     log.info("stage %d: steps %d..%d, trainable %s", stage, first, end, result.trainable[stage])
-    optimizer = torch.optim.AdamW(params, lr=train.stage_lr(stage), betas=train.adam_betas,
-                                  eps=train.adam_eps, weight_decay=train.weight_decay)
+    from .optimizers import make_optimizer
+    optimizer = make_optimizer(train.optimizer, params, lr=train.stage_lr(stage), betas=train.adam_betas,
+                               eps=train.adam_eps, weight_decay=train.weight_decay)
     scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
                               num_training_steps=end - first)
     ema = EMAModel(params, decay=train.ema.decay) if train.ema.enabled else None
