@@ -23,16 +23,21 @@ CHOICES = {
 def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results") -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from emo.config import load_config
-    from emo.plan import GiB, Precision, activation_scaling, make_plan
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from emo.plan import GiB, Precision, activation_scaling, make_plan, parameter_table, plan_model
 
     cfg = load_config("sd15")
     stages, lines = {}, []
     for stage in (1, 2, 3):
         scaling = activation_scaling(cfg, stage, checkpointing=True)
+        with FakeTensorMode():
+            params = parameter_table(plan_model(cfg), stage)
         rows = {}
         for label, kw in CHOICES.items():
             for batch in (1, None):            # one sample, and the config's batch for the stage
-                plan = make_plan(cfg, stage, Precision(**kw), batch_size=batch, checkpointing=True, scaling=scaling)
+                plan = make_plan(cfg, stage, Precision(**kw), batch_size=batch, checkpointing=True, scaling=scaling,
+                                 parameters=params)
                 key = f"{label}, batch {plan.activations['batch']}"
                 rows[key] = {"total_gib": round(plan.total_bytes / GiB, 2),
                              "state_gib": {k: round(v / GiB, 2) for k, v in plan.state.items()},

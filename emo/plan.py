@@ -299,14 +299,18 @@ def activation_scaling(cfg, stage: int, checkpointing: bool, sizes=(64, 128), ch
 
 
 def make_plan(cfg, stage: int, precision: Precision, batch_size: int | None = None,
-              checkpointing: bool = True, scaling: dict | None = None) -> StagePlan:
-    """The stage's plan; activations are the scaling model's prediction at the config's size."""
+              checkpointing: bool = True, scaling: dict | None = None, parameters: dict | None = None) -> StagePlan:
+    """The stage's plan; activations are the scaling model's prediction at the config's size.
+    `scaling` and `parameters` (from activation_scaling / parameter_table) can be reused across
+    precision choices; they are computed when not given."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .training.config import parse_train
     batch = batch_size or parse_train(cfg.train).stage_batch_size(stage)
-    with FakeTensorMode():
-        params = parameter_table(plan_model(cfg), stage)
+    params = parameters
+    if params is None:
+        with FakeTensorMode():
+            params = parameter_table(plan_model(cfg), stage)
     scaling = scaling or activation_scaling(cfg, stage, checkpointing)
     kept = scaling["retained"]["c"] + batch * scaling["retained"]["per_sample_full"]
     block = scaling["recompute_peak"]["c"] + batch * scaling["recompute_peak"]["per_sample_full"]
