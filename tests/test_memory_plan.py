@@ -32,6 +32,7 @@ def test_saved_bytes_counts_distinct_storages_only():
     assert counter.total == 4 * 8 * 4 + 4 * 8 * 4
 
 
+@pytest.mark.slow
 def test_fake_tensor_count_equals_the_real_one():
     """The plan counts under FakeTensorMode; on the tiny model the count with real tensors agrees."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -67,6 +68,7 @@ def test_checkpointing_covers_the_temporal_modules_and_keeps_gradients():
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpointing_of_temporal_modules_reduces_what_is_kept():
     from torch._subclasses.fake_tensor import FakeTensorMode
     from emo.training import activation_checkpointing as ac
@@ -93,6 +95,7 @@ def test_state_bytes_per_precision():
         Precision(weights="fp8")
 
 
+@pytest.mark.slow
 def test_scaling_model_fits_the_tiny_architecture():
     """c + B (a + b P) fitted on three (batch, size) points predicts the others within 5%."""
     from emo.plan import activation_scaling
