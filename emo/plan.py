@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
 GiB = 2 ** 30
@@ -97,7 +98,8 @@ class SavedBytes:
         if isinstance(t, torch.Tensor) and t.device.type != "meta":
             k = _key(t)
             if k not in self.exclude:
-                self.seen[k] = t.untyped_storage().nbytes()
+                storage = t.untyped_storage()
+                self.seen[k] = (storage.nbytes(), StorageWeakRef(storage))
 
     def pack(self, t):
         self.add(t)
@@ -105,7 +107,9 @@ class SavedBytes:
 
     @property
     def total(self) -> int:
-        return sum(self.seen.values())
+        """Bytes still alive: parts of the graph whose output is dropped (the ReferenceNet's layers
+        after its last recorded feature) are freed during the forward and do not count."""
+        return sum(n for n, ref in self.seen.values() if not ref.expired())
 
     def checkpoint_func(self):
         """A gradient_checkpointing_func for diffusers' models: records the block's inputs and the
@@ -113,10 +117,11 @@ class SavedBytes:
         def run(module, *args):
             for a in args:
                 self.add(a) if isinstance(a, torch.Tensor) else None
-            inner = SavedBytes(self.exclude | set(self.seen))
+            inner = SavedBytes(self.exclude | {k for k, (_, ref) in self.seen.items() if not ref.expired()})
             with torch.autograd.graph.saved_tensors_hooks(inner.pack, lambda t: t):
-                module(*args)
+                held = module(*args)             # kept until counted: its graph holds the block's tensors
             self.block_peak = max(self.block_peak, inner.total)
+            del held
             return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False)
         return run
 
@@ -185,8 +190,8 @@ def measure_activations(model, stage: int, batch: int, sample_size: int, frames:
                         checkpointing: bool, autocast: torch.dtype | None = torch.bfloat16) -> dict:
     """Bytes autograd keeps after the training forward (see the module docstring). `model` must have
     the stage set; checkpointing is switched on here through a counting checkpoint function."""
-    params = {_key(p) for p in model.parameters()}
-    counter = SavedBytes(params)
+    state = {_key(t) for t in (*model.parameters(), *model.buffers())}
+    counter = SavedBytes(state)
     if checkpointing:
         from .training.activation_checkpointing import enable_checkpointing
         enable_checkpointing(model, counter.checkpoint_func())

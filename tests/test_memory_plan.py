@@ -125,3 +125,14 @@ def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
     cfg = load_config_from_file(str(REPO / "emo/training/accelerate" / name))
     assert cfg.mixed_precision in ("bf16", "fp16", "no")
+
+
+def test_repeated_measurements_on_one_model_agree():
+    """activation_scaling reuses one model for every size: each measurement must count the
+    checkpointed temporal modules' inputs itself (not through the first counter)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        model = _tiny_stage2()
+        first = measure_activations(model, 2, 1, 64, 4, 2, checkpointing=True)
+        again = measure_activations(model, 2, 1, 64, 4, 2, checkpointing=True)
+    assert first == again

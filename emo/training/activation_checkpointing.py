@@ -20,16 +20,17 @@ def checkpoint_motion_modules(unet_motion, checkpoint_func) -> int:
         if name.startswith("mid_block."):        # diffusers checkpoints the mid block's already
             continue
         module = unet_motion.get_submodule(name)
+        module._emo_checkpoint_func = checkpoint_func    # a second call replaces the function
+        n += 1
         if getattr(module, "_emo_checkpointed", False):
             continue
         forward = module.forward
 
-        def wrapped(*args, _forward=forward, **kwargs):
+        def wrapped(*args, _forward=forward, _module=module, **kwargs):
             if torch.is_grad_enabled():
-                return checkpoint_func(lambda *a: _forward(*a, **kwargs), *args)
+                return _module._emo_checkpoint_func(lambda *a: _forward(*a, **kwargs), *args)
             return _forward(*args, **kwargs)
         module.forward, module._emo_checkpointed = wrapped, True
-        n += 1
     return n
 
 
