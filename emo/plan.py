@@ -192,6 +192,10 @@ def measure_activations(model, stage: int, batch: int, sample_size: int, frames:
     the stage set; checkpointing is switched on here through a counting checkpoint function."""
     state = {_key(t) for t in (*model.parameters(), *model.buffers())}
     counter = SavedBytes(state)
+    already = any(getattr(m, "gradient_checkpointing", False) or getattr(m, "_emo_checkpointed", False)
+                  for m in model.modules())
+    if already and not checkpointing:
+        raise ValueError("gradient checkpointing is already on in this model: measure without it on a fresh one")
     if checkpointing:
         from .training.activation_checkpointing import enable_checkpointing
         enable_checkpointing(model, counter.checkpoint_func())
