@@ -116,7 +116,8 @@ class SavedBytes:
         bytes the block itself would save (what its recomputation holds during backward)."""
         def run(module, *args):
             for a in args:
-                self.add(a) if isinstance(a, torch.Tensor) else None
+                if isinstance(a, torch.Tensor):
+                    self.add(a)
             inner = SavedBytes(self.exclude | {k for k, (_, ref) in self.seen.items() if not ref.expired()})
             with torch.autograd.graph.saved_tensors_hooks(inner.pack, lambda t: t):
                 held = module(*args)             # kept until counted: its graph holds the block's tensors
