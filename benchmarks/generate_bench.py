@@ -3,9 +3,7 @@
 other (frames streamed to the encoder clip by clip, audio features stacked per clip).
 
 Each case runs in its own process (`python -m emo generate ...` as a user would type it, wrapped
-only to read that process's own peak RSS), so peaks do not mix. For comparison, the 300-s case is
-also run keeping the whole video in memory before writing it (`EMOPipeline.__call__`, what
-generation did before frames were streamed).
+only to read that process's own peak RSS), so peaks do not mix.
 `run(out_dir)` returns the dict that benchmarks/run.py writes to out_dir/generate.json.
 """
 from __future__ import annotations
@@ -25,19 +23,10 @@ TARGET = 0.10
 # The child: run the CLI in-process (so its peak RSS is this process's) and print the peak.
 CHILD = r"""
 import json, resource, sys, time
-mode, args = sys.argv[1], sys.argv[2:]
+args = sys.argv[1:]
 t0 = time.perf_counter()
-if mode == "cli":
-    from emo.cli import main
-    main(args, standalone_mode=False)
-else:   # "kept": the whole video as one array, then written (generation before streaming)
-    from emo.media import write_video, load_audio
-    from emo.pipeline import EMOPipeline
-    image, audio, ckpt, out = args
-    wav = load_audio(audio)
-    pipe = EMOPipeline.from_checkpoint(ckpt, device="cpu", dtype="fp32")
-    frames = pipe(image, wav, fps=25.0, num_steps=2, crop=False)
-    write_video(out, frames, 25.0, audio=wav)
+from emo.cli import main
+main(args, standalone_mode=False)
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "seconds": time.perf_counter() - t0}))
 """
@@ -51,12 +40,12 @@ def _speech_like(seconds: float, seed: int = 0):
             + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def _child(mode: str, args: list[str]) -> dict:
+def _child(args: list[str]) -> dict:
     # One thread: on a shared machine torch's thread pool spins against other processes (20x
     # slower here); peak memory does not depend on it.
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env,
                           cwd=str(REPO))
     if proc.returncode != 0:
         return {"status": f"failed: {proc.stderr.strip()[-800:]}"}
@@ -80,16 +69,13 @@ def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results") -> dict:
         for seconds in SECONDS:
             audio = save_wav(tmp / f"speech_{seconds:.0f}s.wav", _speech_like(seconds))
             out = tmp / f"out_{seconds:.0f}s.mp4"
-            res = _child("cli", ["generate", "--image", str(image), "--audio", str(audio), "--checkpoint",
+            res = _child(["generate", "--image", str(image), "--audio", str(audio), "--checkpoint",
                                  str(ckpt), "--out", str(out), "--steps", "2", "--no-crop", "--device", "cpu",
                                  "--dtype", "fp32"])
             res.update(mode="streamed (python -m emo generate)", audio_seconds=seconds)
             if res["status"] == "ok":
                 res["frames_written"] = probe_video(out).n_frames
             cases.append(res)
-        kept = _child("kept", [str(image), str(tmp / "speech_300s.wav"), str(ckpt), str(tmp / "kept.mp4")])
-        kept.update(mode="whole video kept, then written (EMOPipeline.__call__)", audio_seconds=SECONDS[-1])
-        cases.append(kept)
     doc = {"what": "peak RSS of generation (tiny config, --steps 2, CPU fp32, one thread) against audio length",
            "target": f"300-s peak within {TARGET:.0%} of the 10-s peak", "cases": cases}
     short, long_ = cases[0], cases[1]
@@ -98,8 +84,7 @@ def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results") -> dict:
         doc["growth_10s_to_300s"] = round(growth, 4)
         doc["meets_target"] = abs(growth) <= TARGET
         doc["summary"] = (f"peak RSS {short['peak_rss_mb']:.0f} MB (10 s) vs {long_['peak_rss_mb']:.0f} MB (300 s): "
-                          f"{growth:+.1%} (target within {TARGET:.0%})"
-                          + (f"; whole video kept: {kept['peak_rss_mb']:.0f} MB" if kept["status"] == "ok" else ""))
+                          f"{growth:+.1%} (target within {TARGET:.0%})")
     else:
         doc["status"] = "failed"
         doc["summary"] = "; ".join(f"{c['audio_seconds']} s: {c['status']}" for c in cases)

@@ -56,7 +56,7 @@ def generate_video(checkpoint, image, audio, out, **settings) -> Path:
     Frames go to the encoder clip by clip, so memory does not grow with the audio's length."""
     s = generation_settings(settings)
     pipe = _pipeline(checkpoint, s)
-    wav = load_audio(audio, SPEECH_RATE) if not isinstance(audio, np.ndarray) else audio.astype(np.float32)
+    wav = load_audio(audio, SPEECH_RATE) if not isinstance(audio, np.ndarray) else np.asarray(audio, np.float32)
     clips = pipe.iter_clips(image, wav, fps=s.fps, num_steps=s.steps, guidance=s.guidance, speed=s.speed,
                             seed=s.seed, crop=s.crop)
     return Path(write_video(out, (frame for clip in clips for frame in clip), s.fps, audio=wav,

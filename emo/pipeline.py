@@ -164,7 +164,8 @@ class EMOPipeline:
         guidance = float(inf.guidance if guidance is None else guidance)
         if fps <= 0 or steps < 1:
             raise ValueError(f"fps must be > 0 and num_steps >= 1, got fps={fps}, num_steps={steps}")
-        wav = load_audio(audio, SPEECH_RATE) if not isinstance(audio, np.ndarray) else audio.astype(np.float32)
+        # np.asarray: no copy of a float32 waveform (a song is tens of MB)
+        wav = load_audio(audio, SPEECH_RATE) if not isinstance(audio, np.ndarray) else np.asarray(audio, np.float32)
         if wav.ndim != 1 or wav.size == 0:
             raise ValueError("audio must be a non-empty mono waveform")
         if n_frames is not None and n_frames < 1:

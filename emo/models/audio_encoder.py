@@ -87,11 +87,14 @@ class AudioEncoder(nn.Module):
         the neighbours are stacked (5x smaller: what generation keeps for a whole song)."""
         if n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
-        wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
-        # Cut or zero-pad to exactly the video's duration so that feature time = frame time.
+        source = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
+        # Cut or zero-pad to exactly the video's duration so that feature time = frame time; one
+        # copy, normalised in place (a long song must not be held several times over).
         target = max(int(round(n_frames / fps * self.sample_rate)), MIN_SAMPLES)
-        wav = F.pad(wav[:target], (0, max(0, target - wav.numel())))
-        wav = (wav - wav.mean()) / (wav.std() + 1e-7)          # wav2vec2's input normalisation
+        wav = source.new_zeros(target)
+        wav[:min(target, source.numel())] = source[:target]
+        mean, std = wav.mean(), wav.std()
+        wav.sub_(mean).div_(std + 1e-7)                         # wav2vec2's input normalisation
         feats = self._steps(wav)                                # (1, T_w, layers * hidden)
         feats = F.interpolate(feats.transpose(1, 2), size=n_frames, mode="linear", align_corners=False)
         return feats.transpose(1, 2)[0].float()                 # (n_frames, D)
