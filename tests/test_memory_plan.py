@@ -136,3 +136,22 @@ def test_repeated_measurements_on_one_model_agree():
         first = measure_activations(model, 2, 1, 64, 4, 2, checkpointing=True)
         again = measure_activations(model, 2, 1, 64, 4, 2, checkpointing=True)
     assert first == again
+
+
+@pytest.mark.slow
+def test_cli_plan_tiny(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from emo.cli import main as cli
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["plan", "--config", "tiny", "--stage", "3", "--optimizer", "adamw8bit",
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "parameters:" in res.output and "check at 96px" in res.output and "fits:" in res.output
+    doc = json.loads(out.read_text())
+    p = doc["parameters"]
+    # stage 3 trains the temporal modules and the speed layers only
+    assert p["reference_net.trained"] == 0 and p["speed_encoder.trained"] > 0 and p["backbone.trained"] > 0
+    assert doc["state"]["optimizer"] == pytest.approx(p["trained"] * (2 + 8 / 256))
