@@ -18,11 +18,13 @@ convolutions and attention in bf16; group/layer norm, softmax and losses in fp32
 own autocast keeps norms in bf16 and would under-count. During backward one checkpointed block is
 recomputed at a time: its own saved tensors (the largest block's) come on top (`recompute_peak`).
 
-Scaling model: activation bytes = c + B * (a + b * P), with P the latent pixels (h * w) of a frame
-and B the batch size; c holds what does not grow with the batch (bf16 copies of the weights that
-autocast makes and autograd keeps). c, a, b are fitted on measurements at reduced resolution; the
-fit is checked against further measurements, at another reduced size and at the config's own size
-(fake tensors make the full size affordable to count on a CPU; see `check` in the output).
+Scaling model: activation bytes kept for backward = c + B * (a + b * P), with P the latent pixels
+(h * w) of a frame and B the batch size; c holds what does not grow with the batch (bf16 copies of
+the weights that autocast makes and autograd keeps). c, a, b are fitted on counts at reduced
+resolution (64 and 128 px, batch 1 and 2); the fit is checked against further counts at 96 px and
+at the config's own size (fake tensors make the full size affordable to count on a CPU; `check` in
+the output). The recomputed block does not follow such a model (the largest block at 64 px is not
+the largest at 512 px), so the plan takes its count at the config's size.
 
 Assumptions, stated in the output: CUDA context + allocator slack (a fixed 1.5 GiB plus 10% of the
 rest) is added to the total; attention runs in a memory-efficient kernel (no T x T score matrix,
@@ -305,6 +307,7 @@ def activation_scaling(cfg, stage: int, checkpointing: bool, sizes=(64, 128), ch
                      "check": [{"batch": 1, "sample_size": s, "measured": measured[(1, s)][what],
                                 "predicted": predict(1, s), "error": predict(1, s) / measured[(1, s)][what] - 1}
                                for s in (*check_sizes, full)]}
+    out["full_size"] = measured[(1, full)]
     return out
 
 
@@ -323,7 +326,11 @@ def make_plan(cfg, stage: int, precision: Precision, batch_size: int | None = No
             params = parameter_table(plan_model(cfg), stage)
     scaling = scaling or activation_scaling(cfg, stage, checkpointing)
     kept = scaling["retained"]["c"] + batch * scaling["retained"]["per_sample_full"]
-    block = scaling["recompute_peak"]["c"] + batch * scaling["recompute_peak"]["per_sample_full"]
+    # The recomputed block is the largest one, and which block is largest changes with the size (small
+    # sizes: a 1280-channel block's weight copies; 512 px: a full-resolution block's activations), so
+    # the linear model does not hold for it (see its check): use the count at the config's own size,
+    # times the batch (an upper bound: the weight copies in it do not grow with the batch).
+    block = batch * scaling["full_size"]["recompute_peak"]
     state = state_bytes(params["trained"], params["frozen"], precision)
     total = CONTEXT_BYTES + (sum(state.values()) + kept + block) * (1 + SLACK)
     return StagePlan(stage=stage, parameters=params, state=state,
