@@ -127,6 +127,7 @@ def test_accelerate_configs_load(name):
     assert cfg.mixed_precision in ("bf16", "fp16", "no")
 
 
+@pytest.mark.slow
 def test_repeated_measurements_on_one_model_agree():
     """activation_scaling reuses one model for every size: each measurement must count the
     checkpointed temporal modules' inputs itself (not through the first counter)."""
