@@ -1,4 +1,5 @@
-"""`python -m emo ...`: init (untrained checkpoint), generate (image + audio -> mp4), train."""
+"""`python -m emo ...`: init (untrained checkpoint), generate (image + audio -> mp4), train, plan
+(memory per GPU of a training stage)."""
 from __future__ import annotations
 
 import logging
@@ -41,27 +42,55 @@ def init(config: str, out: str, seed: int) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fps", default=25.0, show_default=True)
 @click.option("--no-crop", is_flag=True, help="the image is already a face crop: do not detect and crop")
+@click.option("--device", default=None, help="torch device [default: cuda when available, else cpu]")
+@click.option("--dtype", default=None, type=click.Choice(["bf16", "fp16", "fp32"]),
+              help="precision of the networks [default: bf16 on CUDA, fp32 on the CPU]")
 @click.option("--weights", type=click.Choice(["ema", "raw"]), default=None,
-              help="EMA or raw trained weights (default: EMA when the checkpoint has them)")
-def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop, weights) -> None:
+              help="EMA or raw trained weights [default: EMA when the checkpoint has them]")
+def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, no_crop, device, dtype, weights) -> None:
     """Animate IMAGE with AUDIO; the mp4 lasts as long as the audio and carries it."""
     from .generate import generate_video
     from .media.face import ModelFileMissing
     from .media.video import MediaError
     from .pipeline import PortraitError
     try:
-        if weights is not None:      # a loaded pipeline instead of the folder: the chosen weights
-            import torch
-
-            from .models.emo_model import EMOModel
-            from .pipeline import EMOPipeline
-            model = EMOModel.from_checkpoint(checkpoint, weights=weights)
-            checkpoint = EMOPipeline(model.to("cuda" if torch.cuda.is_available() else "cpu"))
         path = generate_video(checkpoint, image, audio, out, fps=fps, steps=steps, guidance=guidance,
-                              speed=speed, seed=seed, crop=not no_crop)
+                              speed=speed, seed=seed, crop=not no_crop, device=device, dtype=dtype,
+                              weights=weights)
     except (PortraitError, ModelFileMissing, MediaError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc))
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--config", required=True, help="YAML config (or a bare name: tiny, sd15)")
+@click.option("--stage", required=True, type=click.IntRange(1, 3))
+@click.option("--weights", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
+              help="fp32: fp32 weights + bf16 autocast (accelerate mixed precision); bf16: bf16 weights and "
+                   "gradients, fp32 master copy in the optimizer (DeepSpeed bf16)")
+@click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "adamw8bit"]))
+@click.option("--zero", default=0, show_default=True, type=click.Choice(["0", "2", "3"]),
+              help="2: gradients and optimizer state sharded over --gpus (ZeRO-2 / FSDP SHARD_GRAD_OP); 3: weights too")
+@click.option("--gpus", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="per GPU [default: the config's for the stage]")
+@click.option("--checkpointing/--no-checkpointing", default=True, show_default=True, help="gradient checkpointing")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the plan as JSON")
+def plan(config, stage, weights, optimizer, zero, gpus, batch_size, checkpointing, json_out) -> None:
+    """Memory per GPU of a training stage: parameters, weights, gradients, optimizer state and
+    activations (counted at reduced sizes on this CPU and scaled; minutes for sd15)."""
+    import dataclasses
+    import json
+
+    from .config import load_config
+    from .fileio import atomic_write
+    from .plan import Precision, format_plan, make_plan
+    cfg = load_config(config)
+    precision = Precision(weights=weights, optimizer=optimizer, zero=int(zero), gpus=gpus)
+    result = make_plan(cfg, stage, precision, batch_size=batch_size, checkpointing=checkpointing)
+    click.echo(format_plan(config, result, precision))
+    if json_out:
+        atomic_write(json_out, json.dumps({"config": config, "precision": dataclasses.asdict(precision),
+                                           **dataclasses.asdict(result)}, indent=1, default=str))
 
 
 @main.command("fetch-mediapipe")

@@ -13,7 +13,7 @@ from emo.config import load_config
 from emo.models.backbone import plain_unet_reference
 from emo.models.emo_model import EMOModel, unet2d_config
 from emo.models.pretrained import PretrainedMissing, load_motion_module_state_dict
-from emo.models.speed_encoder import stack_neighbours
+from emo.models.audio_encoder import stack_neighbours
 
 F = 12
 

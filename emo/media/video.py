@@ -209,10 +209,10 @@ def write_video(
 
 
 def _encode_audio(container, stream, audio: np.ndarray, rate: int) -> None:
-    samples = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
     frame_size = stream.codec_context.frame_size or 1024
     for i in range(0, len(samples), frame_size):
-        chunk = samples[i:i + frame_size]
+        chunk = np.clip(samples[i:i + frame_size], -1.0, 1.0)   # per chunk: no second copy of the track
         frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
         frame.sample_rate = rate
         frame.pts = i

@@ -22,9 +22,11 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, c // heads).transpose(1, 2)
 
 
-def _attend(attn, hidden_states: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+def _attend(attn, hidden_states: torch.Tensor, context: torch.Tensor,
+            key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention of `hidden_states` over `context` with attn's own projections,
-    output projection, residual flag and rescale (the layers we use are 3-D, with no masks)."""
+    output projection, residual flag and rescale (the layers we use are 3-D). key_mask: (batch,
+    context tokens) bool, True where a key may be attended to (None: all)."""
     if hidden_states.ndim != 3:
         raise ValueError(f"EMO processors expect (batch, tokens, channels), got {tuple(hidden_states.shape)}")
     residual, is_self = hidden_states, context is hidden_states
@@ -37,7 +39,8 @@ def _attend(attn, hidden_states: torch.Tensor, context: torch.Tensor) -> torch.T
     q = _heads(attn.to_q(hidden_states), attn.heads)
     k = _heads(attn.to_k(context), attn.heads)
     v = _heads(attn.to_v(context), attn.heads)
-    out = F.scaled_dot_product_attention(q, k, v)
+    mask = None if key_mask is None else key_mask[:, None, None, :]      # broadcast over heads, queries
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     b = out.shape[0]
     out = out.transpose(1, 2).reshape(b, -1, out.shape[1] * out.shape[3]).to(q.dtype)
     out = attn.to_out[1](attn.to_out[0](out))
@@ -48,23 +51,36 @@ def _attend(attn, hidden_states: torch.Tensor, context: torch.Tensor) -> torch.T
 
 class ReferenceAttnProcessor:
     """Self-attention whose keys/values are the frame's tokens followed by the ReferenceNet's tokens
-    of the same layer. With no reference tokens it is exactly SD's self-attention."""
+    of the same layer. With no reference tokens it is exactly SD's self-attention.
+
+    ctx.reference_mask (B,) selects per sample whether the reference tokens are keys: a masked
+    sample attends to its own tokens only, which is SD's self-attention again (the softmax over
+    the remaining keys), so guidance's conditional and unconditional passes can share one batch."""
 
     def __init__(self, name: str, ctx: ForwardContext):
         self.name, self.ctx = name, ctx
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         ref = self.ctx.reference.get(self.name) if self.ctx.reference else None
-        context = hidden_states
-        if ref is not None:
-            frames = hidden_states.shape[0] // ref.shape[0]   # batch is (B * F), batch-major
-            context = torch.cat([hidden_states, ref.to(hidden_states.dtype).repeat_interleave(frames, 0)], 1)
-        return _attend(attn, hidden_states, context)
+        if ref is None:
+            return _attend(attn, hidden_states, hidden_states)
+        frames = hidden_states.shape[0] // ref.shape[0]   # batch is (B * F), batch-major
+        context = torch.cat([hidden_states, ref.to(hidden_states.dtype).repeat_interleave(frames, 0)], 1)
+        key_mask = None
+        sees = self.ctx.reference_mask
+        if sees is not None and not bool(sees.all()):
+            if sees.shape[0] != ref.shape[0]:
+                raise ValueError(f"reference_mask for {sees.shape[0]} samples, reference tokens for {ref.shape[0]}")
+            own = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+            other = sees.to(hidden_states.device).repeat_interleave(frames)[:, None].expand(-1, ref.shape[1])
+            key_mask = torch.cat([own, other], 1)                  # (B*F, N + L)
+        return _attend(attn, hidden_states, context, key_mask)
 
 
 class AudioAttnProcessor:
     """Cross-attention from each frame's tokens to that frame's audio tokens (B*F, T_a, D).
-    Absent audio (dropped for guidance, or stage 1) -> the layer contributes nothing."""
+    Absent audio (dropped for guidance, or stage 1) -> the layer contributes nothing; so does it
+    for the samples that ctx.audio_mask (B,) leaves out."""
 
     def __init__(self, name: str, ctx: ForwardContext):
         self.name, self.ctx = name, ctx
@@ -76,7 +92,13 @@ class AudioAttnProcessor:
         if audio.shape[0] != hidden_states.shape[0]:
             raise ValueError(f"audio tokens for {audio.shape[0]} frames, layer {self.name} sees "
                              f"{hidden_states.shape[0]}")
-        return _attend(attn, hidden_states, audio.to(hidden_states.dtype))
+        out = _attend(attn, hidden_states, audio.to(hidden_states.dtype))
+        hears = self.ctx.audio_mask
+        if hears is not None and not bool(hears.all()):
+            frames = hidden_states.shape[0] // hears.shape[0]
+            keep = hears.to(out.device).repeat_interleave(frames)[:, None, None]
+            out = torch.where(keep, out, torch.zeros((), dtype=out.dtype, device=out.device))
+        return out
 
 
 class SkipAttnProcessor:

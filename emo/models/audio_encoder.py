@@ -14,8 +14,6 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-from .speed_encoder import stack_neighbours
-
 MIN_SAMPLES = 400   # wav2vec2's receptive field: shorter inputs give no output step
 HOP = 320           # samples per wav2vec2 step at 16 kHz (50 steps per second)
 
@@ -29,6 +27,17 @@ def tiny_wav2vec2_config(hidden: int = 32, layers: int = 2, conv_dim: int = 16):
                           num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                           feat_extract_norm="group", do_stable_layer_norm=False,
                           apply_spec_augment=False, vocab_size=8)
+
+
+def stack_neighbours(x: torch.Tensor, m: int, dim: int = 1) -> torch.Tensor:
+    """(B, T, ...) -> (B, T, 2m+1, ...): each step with its m neighbours on each side, edges
+    replicated. The audio features' context window (also reused for the speed layers' bucket
+    codes); a cache of unstacked (T, D) features is stacked with it when read."""
+    t = x.shape[dim]
+    idx = torch.arange(t, device=x.device)[:, None] + torch.arange(-m, m + 1, device=x.device)[None]
+    idx = idx.clamp(0, t - 1)                                           # (T, 2m+1)
+    out = x.index_select(dim, idx.reshape(-1))
+    return out.reshape(*x.shape[:dim], t, 2 * m + 1, *x.shape[dim + 1:])
 
 
 class AudioEncoder(nn.Module):
@@ -70,18 +79,25 @@ class AudioEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, waveform: np.ndarray | torch.Tensor, n_frames: int, fps: float) -> torch.Tensor:
         """Mono 16 kHz waveform -> (n_frames, 2m+1, feature_dim) float32 on the encoder's device."""
+        return stack_neighbours(self.frame_features(waveform, n_frames, fps)[None], self.context, dim=1)[0]
+
+    @torch.no_grad()
+    def frame_features(self, waveform: np.ndarray | torch.Tensor, n_frames: int, fps: float) -> torch.Tensor:
+        """Mono 16 kHz waveform -> (n_frames, feature_dim) float32, one row per video frame, before
+        the neighbours are stacked (5x smaller: what generation keeps for a whole song)."""
         if n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
-        wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
-        # Cut or zero-pad to exactly the video's duration so that feature time = frame time.
+        source = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
+        # Cut or zero-pad to exactly the video's duration so that feature time = frame time; one
+        # copy, normalised in place (a long song must not be held several times over).
         target = max(int(round(n_frames / fps * self.sample_rate)), MIN_SAMPLES)
-        wav = F.pad(wav[:target], (0, max(0, target - wav.numel())))
-        wav = (wav - wav.mean()) / (wav.std() + 1e-7)          # wav2vec2's input normalisation
+        wav = source.new_zeros(target)
+        wav[:min(target, source.numel())] = source[:target]
+        mean, std = wav.mean(), wav.std()
+        wav.sub_(mean).div_(std + 1e-7)                         # wav2vec2's input normalisation
         feats = self._steps(wav)                                # (1, T_w, layers * hidden)
         feats = F.interpolate(feats.transpose(1, 2), size=n_frames, mode="linear", align_corners=False)
-        feats = feats.transpose(1, 2)[0].float()                # (n_frames, D)
-        return stack_neighbours(feats[None], self.context, dim=1)[0]
-
+        return feats.transpose(1, 2)[0].float()                 # (n_frames, D)
 
     def _hidden(self, wav: torch.Tensor) -> torch.Tensor:
         dev = next(self.wav2vec2.parameters()).device

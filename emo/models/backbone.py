@@ -98,14 +98,18 @@ class EMOBackbone(ModelMixin, ConfigMixin):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, bank: ReferenceBank | None = None,
                 audio_tokens: torch.Tensor | None = None, speed_tokens: torch.Tensor | None = None,
-                temporal: bool = True, audio: bool = True, speed: bool = True) -> torch.Tensor:
+                temporal: bool = True, audio: bool = True, speed: bool = True,
+                audio_mask: torch.Tensor | None = None) -> torch.Tensor:
         """noisy (B, F, C, h, w) -> predicted noise (B, F, C, h, w).
 
-        audio_tokens (B, F, T_a, D) or None; speed_tokens (B, F, D_s) or None.
+        audio_tokens (B, F, T_a, D) or None; speed_tokens (B, F, D_s) or None; audio_mask (B,) bool,
+        the samples that hear their audio (None: all), as bank.reference_mask is for the reference.
         """
         b, f = noisy.shape[:2]
         ctx = self.ctx
         ctx.reference = bank.tokens if bank is not None else None
+        ctx.reference_mask = bank.reference_mask if bank is not None else None
+        ctx.audio_mask = audio_mask
         ctx.motion = bank.motion if (bank is not None and temporal) else None
         ctx.audio_tokens = audio_tokens.reshape(b * f, *audio_tokens.shape[2:]) if audio_tokens is not None else None
         ctx.speed_tokens = speed_tokens

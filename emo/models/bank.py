@@ -21,17 +21,31 @@ class ReferenceBank:
     motion: temporal module name -> (B, n, C, h, w) features of the n motion frames at the
             position of that temporal module (zeros for the first clip); None when temporal layers
             are off (stage 1).
+    reference_mask: (B,) bool, which samples attend to their reference tokens (None: all). Lets
+            the conditional and unconditional passes of guidance run as one batch.
     """
     tokens: dict[str, torch.Tensor] | None = None
     motion: dict[str, torch.Tensor] | None = None
+    reference_mask: torch.Tensor | None = None
 
     def without_reference(self) -> "ReferenceBank":
         """The same motion frames, no reference image (classifier-free guidance's unconditional pass)."""
         return ReferenceBank(tokens=None, motion=self.motion)
 
+    def with_unconditional(self) -> "ReferenceBank":
+        """A bank for a batch of twice the size: these samples as they are, then the same samples
+        without their reference (`without_reference`), selected per sample by `reference_mask`."""
+        double = lambda d: None if d is None else {k: torch.cat([v, v]) for k, v in d.items()}  # noqa: E731
+        b = self.batch_size
+        mask = torch.arange(2 * b) < b
+        if self.reference_mask is not None:
+            mask = torch.cat([self.reference_mask.cpu(), torch.zeros(b, dtype=torch.bool)])
+        return ReferenceBank(tokens=double(self.tokens), motion=double(self.motion),
+                             reference_mask=mask if self.tokens else None)
+
     def detach(self) -> "ReferenceBank":
         det = lambda d: None if d is None else {k: v.detach() for k, v in d.items()}  # noqa: E731
-        return ReferenceBank(tokens=det(self.tokens), motion=det(self.motion))
+        return ReferenceBank(tokens=det(self.tokens), motion=det(self.motion), reference_mask=self.reference_mask)
 
     @property
     def batch_size(self) -> int | None:
@@ -46,8 +60,10 @@ class ForwardContext:
     """Conditioning of the current backbone call. Kept after the call (not cleared) so that
     gradient-checkpoint recomputation during backward sees the same values."""
     reference: dict[str, torch.Tensor] | None = None   # ReferenceBank.tokens
+    reference_mask: torch.Tensor | None = None         # (B,) bool: samples that see the reference (None: all)
     motion: dict[str, torch.Tensor] | None = None      # ReferenceBank.motion
     audio_tokens: torch.Tensor | None = None           # (B*F, T_a, D) per-frame audio tokens
+    audio_mask: torch.Tensor | None = None             # (B,) bool: samples that hear the audio (None: all)
     speed_tokens: torch.Tensor | None = None           # (B, F, D_s) one speed token per frame
     temporal_enabled: bool = True
     audio_enabled: bool = True

@@ -8,6 +8,7 @@ training kept an EMA: `from_checkpoint(path, weights="ema" | "raw")` picks which
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -168,6 +169,7 @@ class EMOModel(nn.Module):
         if not (path / "config.yaml").is_file():
             raise FileNotFoundError(f"{path} is not an EMO checkpoint (no config.yaml)")
         cfg = load_config(path / "config.yaml")
+        cfg.model.pretrained = pt.anchored(cfg.model.pretrained, path)   # relative to the checkpoint
         missing = [n for n in TRAINED if not (path / n / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(f"checkpoint {path} lacks {', '.join(missing)}")
@@ -231,7 +233,10 @@ class EMOModel(nn.Module):
                 replace_folder(tmp / name, path / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        self.cfg.to_yaml(path / "config.yaml")                 # atomic_write
+        # Pretrained paths are stored relative to the checkpoint (generation from any directory).
+        stored = dataclasses.replace(self.cfg, model=dataclasses.replace(
+            self.cfg.model, pretrained=pt.relative_to(self.cfg.model.pretrained, path)))
+        stored.to_yaml(path / "config.yaml")                   # atomic_write
         if ema_weights:
             plain = {k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}
             atomic_write(path / EMA_FILE, lambda t: save_file(plain, str(t)))
@@ -338,9 +343,10 @@ class EMOModel(nn.Module):
 
     def predict_noise(self, noisy: torch.Tensor, timesteps: torch.Tensor, bank: ReferenceBank | None,
                       audio: torch.Tensor | None = None, face_mask: torch.Tensor | None = None,
-                      speed: torch.Tensor | None = None) -> torch.Tensor:
+                      speed: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None) -> torch.Tensor:
         """noisy (B, F, C, h, w); timesteps (B,); audio (B, F, 2m+1, D_audio) or None (dropped);
-        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w)."""
+        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w).
+        audio_mask (B,) bool: the samples whose audio is used (None: all; guidance batches both)."""
         if noisy.ndim != 5:
             raise ValueError(f"noisy latents must be (B, F, C, h, w), got {tuple(noisy.shape)}")
         x = noisy.to(self.dtype)
@@ -354,4 +360,4 @@ class EMOModel(nn.Module):
         speed_tokens = self.speed_encoder(speed.to(self.device)) if (speed is not None and act["speed"]) else None
         return self.backbone(x, timesteps.to(self.device), bank=bank, audio_tokens=audio_tokens,
                              speed_tokens=speed_tokens, temporal=act["temporal"], audio=act["audio"],
-                             speed=act["speed"])
+                             speed=act["speed"], audio_mask=audio_mask)

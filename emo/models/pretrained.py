@@ -1,12 +1,16 @@
 """Pretrained weights EMO starts from, each resolved from a local path (or a hub id already in the
 local cache) with an error that names the missing file and where it comes from.
 
-Nothing is downloaded here: fetch the files once (commands in SOURCES) and point the config at them.
+Nothing is downloaded here: fetch the files once (commands in SOURCES, `hf download` from
+huggingface_hub) and point the config at them. A checkpoint stores these paths relative to itself
+(`relative_to` when saved, `anchored` when loaded), so generation works from any directory.
 Weights are read only through safetensors, diffusers/transformers `from_pretrained` (safetensors
 preferred) or torch.load(weights_only=True) for AnimateDiff's original .ckpt.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import torch
@@ -16,16 +20,16 @@ from ..fileio import sha256_file
 SOURCES = {
     "unet": {"what": "Stable Diffusion 1.5 UNet (diffusers layout: config.json + diffusion_pytorch_model.safetensors)",
              "hub": "stable-diffusion-v1-5/stable-diffusion-v1-5 (subfolder unet)",
-             "get": "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'unet/*' --local-dir models/sd15"},
+             "get": "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'unet/*' --local-dir models/sd15"},
     "vae": {"what": "SD VAE fine-tuned with MSE (sd-vae-ft-mse, diffusers layout)",
             "hub": "stabilityai/sd-vae-ft-mse",
-            "get": "huggingface-cli download stabilityai/sd-vae-ft-mse --local-dir models/sd-vae-ft-mse"},
+            "get": "hf download stabilityai/sd-vae-ft-mse --local-dir models/sd-vae-ft-mse"},
     "motion_module": {"what": "AnimateDiff motion module mm_sd_v15_v2 (original .ckpt or diffusers MotionAdapter folder)",
                       "hub": "guoyww/animatediff (mm_sd_v15_v2.ckpt) or guoyww/animatediff-motion-adapter-v1-5-2",
-                      "get": "huggingface-cli download guoyww/animatediff mm_sd_v15_v2.ckpt --local-dir models/animatediff"},
+                      "get": "hf download guoyww/animatediff mm_sd_v15_v2.ckpt --local-dir models/animatediff"},
     "wav2vec2": {"what": "wav2vec 2.0 base (transformers layout)",
                  "hub": "facebook/wav2vec2-base",
-                 "get": "huggingface-cli download facebook/wav2vec2-base --local-dir models/wav2vec2-base"},
+                 "get": "hf download facebook/wav2vec2-base --local-dir models/wav2vec2-base"},
 }
 
 # sha256 of single-file weights, checked when the file is read. Only digests we have verified
@@ -44,6 +48,46 @@ def _missing(kind: str, path: str, detail: str = "") -> PretrainedMissing:
         f"Source: {s['hub']}. Get it with: {s['get']} and set model.pretrained.{kind} in the config.")
 
 
+def _hub_shaped(path: str) -> bool:
+    return "/" in path and not path.startswith((".", "/", "~")) and len(path.split("/")) == 2
+
+
+def anchored(pretrained, checkpoint: str | os.PathLike):
+    """The pretrained paths a checkpoint's config.yaml stores, made independent of the working
+    directory: a relative path is relative to the checkpoint folder (save_checkpoint writes them
+    so), an absolute path stays, and a hub id ("org/name") that is no folder there stays a hub id.
+    A relative path found nowhere becomes the absolute path under the checkpoint, so the error
+    names where it was looked for, never a folder of whatever directory generation runs in."""
+    base = Path(checkpoint).resolve()
+    out = {}
+    for f in dataclasses.fields(pretrained):
+        value = getattr(pretrained, f.name)
+        if value and not Path(value).expanduser().is_absolute():
+            local = base / value
+            if local.exists() or not _hub_shaped(value):
+                value = str(local.resolve() if local.exists() else local)
+        out[f.name] = value
+    return dataclasses.replace(pretrained, **out)
+
+
+def relative_to(pretrained, checkpoint: str | os.PathLike):
+    """The pretrained paths as a checkpoint at `checkpoint` should store them: each existing local
+    file or folder relative to the checkpoint when the two share a folder below the filesystem root
+    (a project tree: it can be copied, and generation runs from any directory); otherwise (e.g.
+    /shared/models vs /home/me/runs) absolute. Hub ids stay hub ids."""
+    base = Path(checkpoint).resolve()
+    out = {}
+    for f in dataclasses.fields(pretrained):
+        value = getattr(pretrained, f.name)
+        local = Path(value).expanduser() if value else None
+        if local is not None and local.exists():
+            local = local.resolve()
+            shared = Path(os.path.commonpath([local, base]))
+            value = os.path.relpath(local, base) if shared != Path(shared.anchor) else str(local)
+        out[f.name] = value
+    return dataclasses.replace(pretrained, **out)
+
+
 def resolve(kind: str, path: str | None, subfolder: str | None = None) -> Path:
     """Local file/folder for `path`: an existing path, or a hub id present in the local HF cache."""
     if not path:
@@ -53,7 +97,7 @@ def resolve(kind: str, path: str | None, subfolder: str | None = None) -> Path:
         if subfolder and (p / subfolder).is_dir():
             p = p / subfolder
         return p
-    if "/" in path and not path.startswith((".", "/")) and len(path.split("/")) == 2:
+    if _hub_shaped(path):
         try:
             from huggingface_hub import snapshot_download
             local = Path(snapshot_download(path, local_files_only=True))

@@ -16,15 +16,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
-
-def stack_neighbours(x: torch.Tensor, m: int, dim: int = 1) -> torch.Tensor:
-    """(B, T, ...) -> (B, T, 2m+1, ...): each step with its m neighbours on each side, edges
-    replicated. Shared by the speed layers and the audio features."""
-    t = x.shape[dim]
-    idx = torch.arange(t, device=x.device)[:, None] + torch.arange(-m, m + 1, device=x.device)[None]
-    idx = idx.clamp(0, t - 1)                                           # (T, 2m+1)
-    out = x.index_select(dim, idx.reshape(-1))
-    return out.reshape(*x.shape[:dim], t, 2 * m + 1, *x.shape[dim + 1:])
+from .audio_encoder import stack_neighbours
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:

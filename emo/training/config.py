@@ -62,6 +62,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     gradient_accumulation_steps: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes, CUDA only
     gradient_checkpointing: bool = False
     drop_reference_prob: float = 0.05         # stage 2/3: reference condition dropped (CFG)
     drop_audio_prob: float = 0.05             # stage 2/3: audio condition dropped (CFG)

@@ -38,6 +38,7 @@ from . import state as st
 from .checkpointing import LATEST, resolve_checkpoint, save_training_checkpoint
 from .config import DataConfig, TrainConfig, parse_data, parse_train
 from .dataset import ClipDataset, GlobalBatchSampler
+from .optimizers import make_optimizer
 from .stages import apply_stage, stage_summary
 from .step import StageLoss
 
@@ -110,12 +111,8 @@ def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log
 
 
 def _enable_checkpointing(model) -> int:
-    n = 0
-    for module in model.modules():
-        if module is not model and getattr(module, "_supports_gradient_checkpointing", False):
-            module.enable_gradient_checkpointing()
-            n += 1
-    return n
+    from .activation_checkpointing import enable_checkpointing   # the temporal modules included
+    return enable_checkpointing(model)
 
 
 def main(config, dataset, out, stage: int | None = None, max_steps: int | None = None,
@@ -250,8 +247,8 @@ def _start_stage(run: Run, stage: int, first: int, end: int) -> StageState:
     names, params = [n for n, _ in named], [p for _, p in named]
     run.result.trainable[stage] = stage_summary(run.model)
     log.info("stage %d: steps %d..%d, trainable %s", stage, first, end, run.result.trainable[stage])
-    optimizer = torch.optim.AdamW(params, lr=train.stage_lr(stage), betas=train.adam_betas,
-                                  eps=train.adam_eps, weight_decay=train.weight_decay)
+    optimizer = make_optimizer(train.optimizer, params, lr=train.stage_lr(stage), betas=train.adam_betas,
+                               eps=train.adam_eps, weight_decay=train.weight_decay)
     scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
                               num_training_steps=end - first)
     ema, carried = None, {}
