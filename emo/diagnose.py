@@ -155,7 +155,7 @@ class Diagnoser:
     def _mask(self, box: np.ndarray) -> torch.Tensor:
         from .models.face_locator import box_mask
         size = self.model.cfg.model.sample_size
-        return box_mask(torch.from_numpy(box)[None], size).to(self.model.device, self.model.dtype)
+        return box_mask(torch.from_numpy(np.array(box, np.float32))[None], size).to(self.model.device, self.model.dtype)
 
     def _bank(self, ref_latent: torch.Tensor | None, like: torch.Tensor):
         # ReferenceNet run on a reference latent; dropped -> the same bank without reference tokens.
