@@ -11,18 +11,71 @@ Margins: colour_follow >= 0.5 (half-way towards the new reference, on average ov
 and the noise prediction changes by more than 5% (relative L2) when the reference is swapped;
 the issue's failing demo model showed 0.8% and identical mean colours.
 """
+import json
+
+import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from emo.config import load_config
-from emo.diagnose import diagnose
+from emo.diagnose import colour_follow, diagnose
 from emo.training.synthetic import make_synthetic_dataset
 from emo.training.train import main
-
-pytestmark = pytest.mark.slow
 
 N_CLIPS = 4
 STAGE1_STEPS = 200
 
+
+# -- the instrument itself (fast) ----------------------------------------------------------------
+
+def test_colour_follow_measures_the_share_of_the_reference_change():
+    rng = np.random.default_rng(0)
+    ref_own, ref_other = rng.integers(0, 255, (2, 64, 64, 3)).astype(np.uint8)
+    gen_own = rng.integers(0, 255, (12, 64, 64, 3)).astype(np.float32)
+    half = gen_own + 0.5 * (ref_other.astype(np.float32) - ref_own)
+    assert colour_follow(gen_own, half, ref_own, ref_other) == pytest.approx(0.5, abs=1e-4)
+    assert colour_follow(gen_own, gen_own, ref_own, ref_other) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    from emo.models.emo_model import EMOModel
+    root = tmp_path_factory.mktemp("diag")
+    data = make_synthetic_dataset(root / "data", n_clips=2, n_frames=14, size=64, seed=3)
+    ckpt = EMOModel.from_config("emo/configs/tiny.yaml", seed=0).save_checkpoint(root / "ckpt", meta={"step": 0})
+    return data, ckpt
+
+
+def test_diagnose_sees_a_cut_reference_path_as_ignored(untrained):
+    # A model whose reference tokens never reach the backbone must read exactly 0 for the
+    # reference; the same model with the path intact must not (random weights still mix it in).
+    from emo.models.emo_model import EMOModel
+    data, ckpt = untrained
+    intact = diagnose(ckpt, data, split="train", n_clips=2, timesteps=(500,), generate=False)
+    assert intact["noise_prediction"]["rel_change"]["ref_swapped"] > 1e-3
+    cut = EMOModel.from_checkpoint(ckpt)
+    full_bank = cut.reference_bank
+    cut.reference_bank = lambda *a, **k: full_bank(*a, **k).without_reference()
+    blind = diagnose(ckpt, data, split="train", n_clips=2, timesteps=(500,), generate=False, model=cut)
+    assert blind["noise_prediction"]["rel_change"]["ref_swapped"] == 0.0
+    assert blind["verdict"]["reference"] == "ignored"
+
+
+def test_diagnose_cli_writes_json_beside_the_checkpoint_and_the_report_renders_it(untrained):
+    from emo.cli import main as cli
+    from eval.report.sensitivity import render_paths
+    data, ckpt = untrained
+    res = CliRunner().invoke(cli, ["diagnose", str(ckpt), "--dataset", str(data), "--split", "train",
+                                   "--clips", "2", "--steps", "1", "--guidance", "1.0"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((ckpt / "diagnose.json").read_text())
+    assert result["n_clips"] == 2 and set(result["frames"]["mean_abs_change"]) == {
+        "ref_swapped", "ref_dropped", "audio_swapped", "audio_dropped"}
+    html, md = render_paths([ckpt])
+    assert "<table>" in html and ckpt.name in md and "| colour follow |" in md
+
+
+# -- learning (slow: trains) ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -41,6 +94,7 @@ def _figures(checkpoint, data):
     return diagnose(checkpoint, data, split="train", n_clips=N_CLIPS, steps=5, guidance=1.0)
 
 
+@pytest.mark.slow
 def test_swapping_the_reference_moves_the_frames_towards_it(trained):
     data, checkpoint = trained
     after = _figures(checkpoint, data)
@@ -50,6 +104,7 @@ def test_swapping_the_reference_moves_the_frames_towards_it(trained):
     assert after["verdict"]["reference"] == "used" and after["verdict"]["frames_follow_reference"]
 
 
+@pytest.mark.slow
 def test_the_untrained_model_does_not_look(trained, tmp_path):
     # The control: the same measure on the initial weights (with the fitted VAE, so only the
     # denoiser's training differs) stays far from the margin.
