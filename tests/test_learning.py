@@ -10,6 +10,12 @@ reference from another clip) keeps colour_follow near 0 after training too.
 Margins: colour_follow >= 0.5 (half-way towards the new reference, on average over the clips)
 and the noise prediction changes by more than 5% (relative L2) when the reference is swapped;
 the issue's failing demo model showed 0.8% and identical mean colours.
+
+STATUS (expected to fail, strict xfail: it errors once it passes, so the marker gets removed):
+measured 2026-12-02 on this recipe (4 synthetic identities, VAE fit 1000 steps, 200 stage-1 steps)
+the model still does not look: with 32 norm groups colour_follow 0.000 and swap change 0.2%;
+with the tiny config's 4 groups colour_follow 0.002 and swap change 0.9%. How many steps the
+reference path needs from random weights is open (issue 12; benchmarks/learning_bench.py).
 """
 import json
 
@@ -95,6 +101,8 @@ def _figures(checkpoint, data):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 12 open: 200 stage-1 steps do not teach the tiny model to look "
+                   "(colour_follow 0.002, reference swap 0.9%)")
 def test_swapping_the_reference_moves_the_frames_towards_it(trained):
     data, checkpoint = trained
     after = _figures(checkpoint, data)
