@@ -11,11 +11,27 @@ from pathlib import Path
 import click
 
 
-NOTE = ("What this run is: a tiny EMO model (about 2.5 M parameters, 64x64 pixels) trained for about a "
-        "minute on CPU on synthetic drawn faces. It shows that the machinery works end to end (data "
-        "preparation, three training stages, generation, every metric and baseline); it says nothing "
-        "about what EMO can do. Metrics whose pretrained networks are not installed are shown as "
-        "unavailable with the command that fetches them.")
+NOTE = ("What this run is: a tiny EMO model (about 2.5 M parameters, 64x64 pixels) trained for minutes "
+        "on CPU on synthetic drawn faces; it says nothing about what EMO can do. Metrics whose pretrained "
+        "networks are not installed are shown as unavailable with the command that fetches them. "
+        "What each checkpoint has learned to use, measured by `python -m emo diagnose` (reference and "
+        "audio swapped for another held-out clip's, or dropped; <checkpoint>/diagnose.json, "
+        "reports/sample/sensitivity.md): ")
+
+
+def sensitivity_note(ckpt: Path, report: Path) -> str:
+    """The report's note: the fixed text plus one measured sentence per checkpoint; also writes the
+    sensitivity table beside the report (sensitivity.md, sensitivity.html)."""
+    from emo.fileio import atomic_write
+    from eval.report.sensitivity import load, render, sentence
+
+    results = load(sorted(ckpt.glob("step-*")))
+    if not results:
+        return NOTE + "not measured (no diagnose.json found)."
+    frag, md = render(results)
+    atomic_write(report / "sensitivity.md", md)
+    atomic_write(report / "sensitivity.html", frag)
+    return NOTE + " ".join(sentence(r) for r in results)
 
 
 def _steps(root: Path, quick: bool, workers: int) -> list[tuple[str, list, Path]]:
@@ -44,9 +60,12 @@ def _steps(root: Path, quick: bool, workers: int) -> list[tuple[str, list, Path]
          [py, "-m", "dataprep", "run", "--raw", str(raw), "--out", str(dataset), "--workers", str(workers)]],
          dataset / "manifest.parquet"),
         ("train the tiny EMO model on CPU (stages 1-3, an early and a final checkpoint)", trains, ckpt / "latest"),
+        ("measure what each checkpoint uses: reference and audio swapped or dropped (emo diagnose)",
+         [[py, "-m", "demo.diagnose_all", str(ckpt), "--dataset", str(dataset), "--steps", str(2 if quick else 10),
+           "--clips", str(2 if quick else 4)]], ckpt / "diagnosed"),
         ("evaluate the checkpoints and the baselines on the held-out split", [score],
          results / "baseline_ground_truth.json"),
-        ("write the comparison report", [[py, "-m", "eval", "report", "--out", str(report), "--note", NOTE,
+        ("write the comparison report", [[py, "-m", "eval", "report", "--out", str(report), "--note", "{note}",
                                           "--title", "EMO demo: tiny model on the synthetic sample"]],
          report / "index.html"),
     ]
@@ -75,6 +94,9 @@ def main(root: Path, quick: bool, workers: int) -> None:
         for cmd in cmds:
             if cmd[2:4] == ["eval", "report"]:   # the report reads every results file written above
                 cmd = cmd + sorted(str(p) for p in (root / "results/sample").glob("*.json"))
+                # ... and its note states what the checkpoints were measured to use
+                note = sensitivity_note(root / "checkpoints/tiny", product.parent)
+                cmd = [note if c == "{note}" else c for c in cmd]
             proc = subprocess.run(cmd, cwd=repo, env=env)
             if proc.returncode != 0:
                 raise click.ClickException(f"step {i} failed (exit {proc.returncode}): {' '.join(cmd)}")
@@ -84,8 +106,8 @@ def main(root: Path, quick: bool, workers: int) -> None:
     report = steps[-1][2]
     (report.parent / "demo_timing.json").write_text(json.dumps({"total_s": total, "steps_s": timings}, indent=1))
     click.secho(f"\nDemo finished in {total:.0f} s. Report: {report}", fg="green", bold=True)
-    click.echo("It shows a tiny model trained for minutes on synthetic faces: proof that the machinery "
-               "works end to end, not what EMO can do.")
+    click.echo("It shows a tiny model trained for minutes on synthetic faces, not what EMO can do; "
+               f"what each checkpoint uses (reference, audio): {report.parent / 'sensitivity.md'}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`python -m emo ...`: init (untrained checkpoint), generate (image + audio -> mp4), train, plan
-(memory per GPU of a training stage)."""
+(memory per GPU of a training stage), diagnose (how much a checkpoint uses its reference and audio)."""
 from __future__ import annotations
 
 import logging
@@ -102,6 +102,37 @@ def fetch_mediapipe(dest) -> None:
 
     for path in fetch_mediapipe_models(dest):
         click.echo(str(path))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False),
+              help="dataset folder (manifest.parquet) whose held-out clips are used")
+@click.option("--split", default="test", show_default=True, help="manifest split of the held-out clips")
+@click.option("--clips", default=4, show_default=True, help="number of held-out clips (the first by clip id)")
+@click.option("--steps", default=10, show_default=True, help="DDIM steps of the generated frames")
+@click.option("--guidance", default=None, type=float, help="guidance scale (default: the config's)")
+@click.option("--seed", default=0, show_default=True, help="seed of the fixed noise")
+@click.option("--no-frames", is_flag=True, help="noise-prediction figures only (no generation)")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="write the figures as JSON here ('-': stdout; default: CHECKPOINT/diagnose.json)")
+def diagnose(checkpoint, dataset, split, clips, steps, guidance, seed, no_frames, json_out) -> None:
+    """How much CHECKPOINT depends on its reference image and its audio (swapped, dropped)."""
+    import json
+
+    from .diagnose import diagnose as run, summary_lines, write_json
+    try:
+        result = run(checkpoint, dataset, split=split, n_clips=clips, steps=steps, guidance=guidance,
+                     seed=seed, generate=not no_frames)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    if json_out == "-":
+        click.echo(json.dumps(result, indent=1))
+        return
+    path = write_json(result, json_out or f"{checkpoint}/diagnose.json")
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo(f"wrote {path}")
 
 
 # `train` lives with the training code (options: --stage, --max-steps, --resume, --mixed-precision, ...).

@@ -36,7 +36,11 @@ def test_demo_builds_every_product(demo_root):
     report = root / "reports/sample/index.html"
     assert f"Report: {report}" in out
     timing = json.loads((root / "reports/sample/demo_timing.json").read_text())
-    assert timing["total_s"] > 0 and len(timing["steps_s"]) == 5
+    assert timing["total_s"] > 0 and len(timing["steps_s"]) == 6
+    # every checkpoint diagnosed, the figures beside it and in the report's sensitivity table
+    for ckpt in (root / "checkpoints/tiny").glob("step-*"):
+        assert json.loads((ckpt / "diagnose.json").read_text())["schema"] == "emo.diagnose/1"
+    assert "step-000006" in (root / "reports/sample/sensitivity.md").read_text()
 
 
 def test_rerun_reuses_what_is_built(demo_root):
@@ -46,7 +50,7 @@ def test_rerun_reuses_what_is_built(demo_root):
     proc = subprocess.run([sys.executable, "-m", "demo", "--root", str(root), "--quick"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("reused") == 5
+    assert proc.stdout.count("reused") == 6
     assert manifest.stat().st_mtime_ns == before
 
 
