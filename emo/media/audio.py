@@ -35,7 +35,7 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
         except av.FFmpegError as exc:
             if not chunks:
                 raise MediaError(f"audio decode error: {exc}") from None
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     i0 = int(round((start or 0.0) * rate))
     i1 = len(audio) if end is None else int(round(end * rate))
     return audio[i0:i1]
