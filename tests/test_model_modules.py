@@ -215,8 +215,9 @@ def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
 def test_stage2_gradients_reach_reference_net_temporal_and_audio_layers(model, checkpointing):
     m = copy.deepcopy(model).train()
     m.set_stage(2)
-    if checkpointing:
-        m.backbone.unet.enable_gradient_checkpointing()
+    if checkpointing:          # what training switches on: diffusers' and the temporal modules'
+        from emo.training.activation_checkpointing import enable_checkpointing
+        assert enable_checkpointing(m) > 0
     noisy, t, audio, mask, speed = inputs(m, f=4)
     bank = m.reference_bank(torch.randn(1, 4, 8, 8), torch.randn(1, 4, 4, 8, 8))
     m.predict_noise(noisy, t, bank, audio, mask, speed).square().mean().backward()
@@ -240,3 +241,23 @@ def test_long_audio_runs_in_windows_with_the_same_timing(model):
     # Same onset frame in both: the energy of the features jumps where the tone starts.
     onset = lambda x: int(torch.argmax((x[1:, 2] - x[:-1, 2]).norm(dim=-1)))  # noqa: E731
     assert abs(onset(whole) - onset(windows)) <= 1 and abs(onset(whole) - 37) <= 2
+
+
+@pytest.mark.parametrize("seconds, n_frames", [(0.7, 20), (3.3, 80), (3.3, 90)])
+def test_audio_features_window_by_window_equal_the_whole_track_normalised(seconds, n_frames):
+    """frame_features normalises window by window (no copy of a whole song); the result equals
+    normalising the whole cut/padded track first (short, long = several windows, padded)."""
+    import numpy as np
+    import torch.nn.functional as F
+    from emo.models.audio_encoder import AudioEncoder
+    enc = AudioEncoder.tiny()
+    enc.chunk_seconds, enc.margin_seconds = 1.0, 0.2           # several windows within 3.3 s
+    wav = np.random.default_rng(0).standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
+    w = torch.as_tensor(wav)
+    target = max(int(round(n_frames / 25 * 16000)), 400)
+    w = F.pad(w[:target], (0, max(0, target - w.numel())))
+    w = (w - w.mean()) / (w.std() + 1e-7)
+    steps = enc._steps((w, target, 0.0, 1.0 - 1e-7))          # already normalised: identity window
+    expected = F.interpolate(steps.transpose(1, 2), size=n_frames, mode="linear", align_corners=False)
+    got = enc.frame_features(wav, n_frames, 25.0)
+    assert torch.allclose(got, expected.transpose(1, 2)[0], atol=1e-5)

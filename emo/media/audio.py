@@ -72,7 +72,7 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
         except av.FFmpegError as exc:
             if not chunks:
                 raise MediaError(f"audio decode error: {exc}") from None
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     for at, length in reversed(gaps):
         i = min(len(audio), int(round(at * rate)))
         audio = np.concatenate([audio[:i], np.zeros(int(round(length * rate)), np.float32), audio[i:]])

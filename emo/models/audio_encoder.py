@@ -88,36 +88,49 @@ class AudioEncoder(nn.Module):
         if n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
         source = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
-        # Cut or zero-pad to exactly the video's duration so that feature time = frame time; one
-        # copy, normalised in place (a long song must not be held several times over).
+        # The track cut or zero-padded to exactly the video's duration (feature time = frame time)
+        # and normalised as wav2vec2 expects; built window by window (`_window`), never whole, so a
+        # long song is not held twice.
         target = max(int(round(n_frames / fps * self.sample_rate)), MIN_SAMPLES)
-        wav = source.new_zeros(target)
-        wav[:min(target, source.numel())] = source[:target]
-        mean, std = wav.mean(), wav.std()
-        wav.sub_(mean).div_(std + 1e-7)                         # wav2vec2's input normalisation
-        feats = self._steps(wav)                                # (1, T_w, layers * hidden)
+        used = source[:target]
+        total = used.sum(dtype=torch.float64)
+        squares = sum((torch.dot(c.double(), c.double()) for c in used.split(HOP * 5000)),
+                      torch.zeros((), dtype=torch.float64))     # in pieces: no double-size copy
+        mean = total / target
+        var = (squares - target * mean ** 2) / max(target - 1, 1)      # unbiased, as torch.std
+        track = (used, target, float(mean), float(var.clamp_min(0).sqrt()))
+        feats = self._steps(track)                              # (1, T_w, layers * hidden)
         feats = F.interpolate(feats.transpose(1, 2), size=n_frames, mode="linear", align_corners=False)
         return feats.transpose(1, 2)[0].float()                 # (n_frames, D)
+
+    @staticmethod
+    def _window(track, lo: int, hi: int) -> torch.Tensor:
+        """Samples [lo, hi) of the cut/padded, normalised track (a fresh tensor)."""
+        used, target, mean, std = track
+        seg = used[lo:min(hi, used.numel())]
+        seg = F.pad(seg, (0, (hi - lo) - seg.numel())) if seg.numel() < hi - lo else seg.clone()
+        return seg.sub_(mean).div_(std + 1e-7)
 
     def _hidden(self, wav: torch.Tensor) -> torch.Tensor:
         dev = next(self.wav2vec2.parameters()).device
         out = self.wav2vec2(wav[None].to(dev), output_hidden_states=True)
         return torch.cat(out.hidden_states[1:], dim=-1)
 
-    def _steps(self, wav: torch.Tensor) -> torch.Tensor:
+    def _steps(self, track) -> torch.Tensor:
+        n = track[1]
         chunk = int(self.chunk_seconds * self.sample_rate) // HOP * HOP
-        if wav.numel() <= chunk + 2 * self.margin_seconds * self.sample_rate:
-            return self._hidden(wav)
+        if n <= chunk + 2 * self.margin_seconds * self.sample_rate:
+            return self._hidden(self._window(track, 0, n))
         margin = int(self.margin_seconds * self.sample_rate) // HOP * HOP
         parts = []
-        for start in range(0, wav.numel(), chunk):
-            lo, hi = max(0, start - margin), min(wav.numel(), start + chunk + margin)
-            seg = wav[lo:hi]
+        for start in range(0, n, chunk):
+            lo, hi = max(0, start - margin), min(n, start + chunk + margin)
+            seg = self._window(track, lo, hi)
             if seg.numel() < MIN_SAMPLES:
                 seg = F.pad(seg, (0, MIN_SAMPLES - seg.numel()))
             h = self._hidden(seg)
             first = (start - lo) // HOP
-            keep = -(-min(chunk, wav.numel() - start) // HOP)    # steps of this window's centre
+            keep = -(-min(chunk, n - start) // HOP)    # steps of this window's centre
             parts.append(h[:, first:first + keep])
         return torch.cat(parts, dim=1)
 
