@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emo.manifest import load_labels, manifest_hash, read_manifest
+from emo.weights import weights_hashes
 from emo.media import MediaError, load_audio, probe_video, read_frames, save_wav, write_video
 from eval.alignment import ALIGNMENT_RULE, align_pair, cut_audio, summarise
 from eval.baselines import DEFAULT_SHIFT_FRAMES, Baseline, default_baselines
@@ -357,16 +358,3 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "dirty": None}
     return {"git_commit": commit or None, "dirty": dirty if commit else None}
-
-
-def weights_hashes(names: list[str], weights_dir: str | None = None) -> dict:
-    """{registry name: sha256 of the file used, or null when it is absent} via eval.weights."""
-    from eval import weights as registry
-    out = {}
-    for n in names:
-        try:
-            path = registry.find_weights(n, weights_dir)
-        except KeyError:  # a metric naming weights the registry does not know: recorded, not guessed
-            path = None
-        out[n] = registry.sha256_of(path) if path is not None else None
-    return out
