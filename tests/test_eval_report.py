@@ -97,7 +97,7 @@ def test_step_plot_only_for_runs_of_one_training(results, tmp_path):
 
 def test_bad_results_file_is_refused(tmp_path):
     bad = tmp_path / "x.json"
-    bad.write_text(json.dumps({"schema": "emo-eval-results/1"}))
+    bad.write_text(json.dumps({"schema": "emo-eval-results/0"}))
     with pytest.raises(ResultsError, match="x.json"):
         build_report([bad], tmp_path / "out")
     res = CliRunner().invoke(cli, ["report", str(bad), "--out", str(tmp_path / "out")])
