@@ -282,6 +282,10 @@ class MetricRunner:
             for r in by_metric.values():
                 for key, v in r.values.items():
                     per_clip.setdefault(cid, {})[key] = clean_number(v)
+        for key, entry in metrics.items():    # every clip lists every per-clip number (null = none)
+            if entry["level"] == "clip" and entry["status"] == "ok":
+                for values in per_clip.values():
+                    values.setdefault(key, None)
         return metrics, per_clip
 
     def _set_entry(self, m: Metric, ok: dict, shared: list[str], common: dict) -> dict:
