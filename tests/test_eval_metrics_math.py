@@ -128,10 +128,10 @@ def test_sync_protocol_finds_a_known_shift_in_constructed_embeddings(late):
             audio[t + late] = video[t]
     s = sync_scores(video, audio, vshift=15)
     assert s.offset == late
-    # At the right shift every matched pair is at distance ~0; only the |late| frames whose partner
-    # falls outside the clip (zero padding or an unrelated vector) contribute, each at most ~2.
-    assert s.min_dist == pytest.approx(float(s.mean_dists.min()))
-    assert s.min_dist <= 2.0 * abs(late) / n + 1e-4
+    # Known answer: at the right shift every matched pair is at distance 0 and the |late| frames
+    # whose partner falls outside the clip meet the zero padding, at distance |unit vector| = 1.
+    assert s.min_dist == pytest.approx(abs(late) / n, abs=1e-4)
+    assert s.mean_dists[15 + late] == pytest.approx(abs(late) / n, abs=1e-4)     # index of shift +late
     assert s.confidence > 1.0                              # unrelated unit vectors are ~sqrt(2) apart
     assert len(s.mean_dists) == 31
 
