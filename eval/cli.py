@@ -127,15 +127,31 @@ def weights(ctx, weights_dir):
 
 @weights.command()
 @click.argument("names", nargs=-1)
+@click.option("--optional", is_flag=True,
+              help="a machine without internet is not an error: say so and exit 0 (the metrics stay unavailable)")
+@click.option("--convert/--no-convert", "do_convert", default=True, show_default=True,
+              help="also convert what needs it (StyleGAN-V's TorchScript I3D) once it is fetched")
 @click.pass_context
-def fetch(ctx, names):
-    """Download the missing weights that have an official direct URL."""
+def fetch(ctx, names, optional, do_convert):
+    """Download the missing weights that have an official direct URL (checksum checked before a file lands)."""
+    from eval.weights import convert_i3d_torchscript, find_weights
     from eval.weights import fetch as do_fetch
 
     report_ = do_fetch(list(names) or None, ctx.obj["weights_dir"], log=click.echo)
     for name, what in report_.items():
         click.echo(f"{name:<16} {what}")
-    if any(v.startswith("failed") for v in report_.values()):
+    if do_convert and find_weights("i3d_torchscript", ctx.obj["weights_dir"]) and not find_weights("i3d_fvd", ctx.obj["weights_dir"]):
+        try:
+            click.echo(f"i3d_fvd          converted: {convert_i3d_torchscript(ctx.obj['weights_dir'])}")
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            click.echo(f"i3d_fvd          conversion failed: {exc}")
+            report_["i3d_fvd"] = "failed: conversion"
+    failed = {n: v for n, v in report_.items() if v.startswith("failed")}
+    offline = failed and all("URLError" in v or "timed out" in v for v in failed.values())
+    if offline and optional:
+        click.echo(f"no internet: {len(failed)} weights not fetched; their metrics are reported unavailable")
+        return
+    if failed:
         sys.exit(1)
 
 
