@@ -464,16 +464,26 @@ def shared_clips(clips: list[HeldOutClip], scored: dict[str, dict[str, ClipScore
 
 
 def compare_systems(systems: list[SystemSpec], scored: dict, runner: MetricRunner, shared: list[str]) -> dict:
-    """{system: {other system: {metric: difference entry}}} for every ordered pair (A - B)."""
+    """{system: {other system: {metric: difference entry}}} for every ordered pair (A - B). Each
+    unordered pair is resampled once; B - A is A - B negated (same resamples, so the same verdict
+    from the other side)."""
     out = {s.name: {} for s in systems}
-    for a in systems:
-        for b in systems:
-            if a is b:
-                continue
+    flip = {"better": "worse", "worse": "better"}
+    for i, a in enumerate(systems):
+        for b in systems[i + 1:]:
             ra = {cid: v.metrics for cid, v in scored[a.name].items()}
             rb = {cid: v.metrics for cid, v in scored[b.name].items()}
-            out[a.name][b.name] = runner.compare(ra, rb, shared)
+            forward = runner.compare(ra, rb, shared)
+            out[a.name][b.name] = forward
+            out[b.name][a.name] = {
+                k: {**d, "difference": _neg(d["difference"]), "ci_low": _neg(d["ci_high"]),
+                    "ci_high": _neg(d["ci_low"]), "verdict": flip.get(d["verdict"], d["verdict"])}
+                for k, d in forward.items()}
     return out
+
+
+def _neg(x):
+    return None if x is None else -x
 
 
 def calibration_entries(clips: list[HeldOutClip], scored: dict, runner: MetricRunner, shared: list[str]) -> tuple[dict, dict]:
