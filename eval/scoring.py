@@ -25,6 +25,7 @@ metric never changes another metric's interval.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 import zlib
@@ -83,6 +84,21 @@ def bootstrap_mean(values, cfg: BootstrapConfig, name: str) -> tuple[float, floa
     return float(v.mean()), lo, hi, int(v.size)
 
 
+# Resamples re-aggregate small matrices (a 52-d blendshape covariance, say) thousands of times. A
+# multi-threaded BLAS on such matrices spends its time waking threads: on the 2-core development
+# machine under load one 52 x 52 eigh took 0.37 s with 2 threads and 0.0002 s with one. Below this
+# feature dimension the resampling loops run single-threaded; larger ones (FID's 2048) keep BLAS's threads.
+SINGLE_THREAD_MAX_DIM = 256
+
+
+def _blas_for(features: list) -> contextlib.AbstractContextManager:
+    dim = next((np.asarray(f).shape[-1] for f in features if np.asarray(f).ndim == 2 and np.asarray(f).size), 0)
+    if dim and dim <= SINGLE_THREAD_MAX_DIM:
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(1, user_api="blas")
+    return contextlib.nullcontext()
+
+
 def _resample_fn(metric):
     # A metric may offer a faster routine giving the same number (tested on its side) for resamples.
     return getattr(metric, "bootstrap_aggregate", None) or metric.aggregate
@@ -107,9 +123,10 @@ def bootstrap_set(metric: Metric, gen: list[np.ndarray], real: list[np.ndarray],
     rng = metric_rng(cfg.seed, metric.name)
     n_boot = cfg.n_bootstrap_set or cfg.n_bootstrap
     stats = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        stats[b] = _safe(fn, [gen[i] for i in idx], [real[i] for i in idx])
+    with _blas_for(gen):
+        for b in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            stats[b] = _safe(fn, [gen[i] for i in idx], [real[i] for i in idx])
     lo, hi = bias_corrected_interval(stats, value, cfg.ci)
     return value, lo, hi, n
 
@@ -164,10 +181,11 @@ def paired_set_difference(metric: Metric, gen_a: list, gen_b: list, real: list, 
     fn = _resample_fn(metric)
     rng = metric_rng(cfg.seed, "paired:" + metric.name)
     stats = np.empty(cfg.n_bootstrap_set or cfg.n_bootstrap)
-    for k in range(len(stats)):
-        idx = rng.integers(0, n, size=n)
-        r = [real[i] for i in idx]
-        stats[k] = _safe(fn, [gen_a[i] for i in idx], r) - _safe(fn, [gen_b[i] for i in idx], r)
+    with _blas_for(gen_a):
+        for k in range(len(stats)):
+            idx = rng.integers(0, n, size=n)
+            r = [real[i] for i in idx]
+            stats[k] = _safe(fn, [gen_a[i] for i in idx], r) - _safe(fn, [gen_b[i] for i in idx], r)
     lo, hi = bias_corrected_interval(stats, value, cfg.ci)
     return Difference(value, lo, hi, n, verdict(lo, hi, metric.direction))
 
