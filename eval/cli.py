@@ -50,9 +50,11 @@ def main() -> None:
               help="generation setting passed to emo.generate.generate_batch (repeatable)")
 @click.option("--weights-dir", default=None, help="metric weights folder (default $EMO_EVAL_WEIGHTS or ~/.cache/emo/eval)")
 @click.option("--metric", "only_metrics", multiple=True, help="score only these metrics (by name; repeatable)")
+@click.option("--metric-setting", "metric_settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override eval/metrics/metrics.yaml, e.g. fvd.route=all_segments, sync.route=mediapipe (repeatable)")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the metric networks")
 def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines, shift_frames, n_bootstrap,
-          n_bootstrap_set, ci, seed, gen_settings, weights_dir, only_metrics, device):
+          n_bootstrap_set, ci, seed, gen_settings, weights_dir, only_metrics, metric_settings, device):
     """Score generated videos and/or checkpoints (and the baselines) on the held-out clips."""
     from eval.harness import (HarnessError, ScoreConfig, checkpoint_systems, directory_system, load_heldout,
                               score as run_score)
@@ -74,16 +76,22 @@ def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines
         settings = _parse_settings(gen_settings)
         for ckpt, n in zip(checkpoint, names[len(generated):]):
             systems += checkpoint_systems(ckpt, clips, out, settings, n)
-        metrics = None
+        from eval.metrics import all_metrics
+        overrides: dict = {}
+        for key, value in _parse_settings(metric_settings).items():
+            section, _, field = key.partition(".")
+            if not field:
+                raise click.BadParameter(f"{key!r} is not SECTION.KEY", param_hint="--metric-setting")
+            overrides.setdefault(section, {})[field] = value
+        metrics = all_metrics(weights_dir, device=device, settings=overrides)
         if only_metrics:
-            from eval.metrics import all_metrics
-            metrics = [m for m in all_metrics(weights_dir, device=device) if m.name in only_metrics]
             unknown = set(only_metrics) - {m.name for m in metrics}
+            metrics = [m for m in metrics if m.name in only_metrics]
             if unknown:
                 raise click.BadParameter(f"unknown metrics {sorted(unknown)}", param_hint="--metric")
         written = run_score(dataset, systems, out, metrics=metrics, cfg=cfg, clips=clips, weights_dir=weights_dir,
                             device=device)
-    except (HarnessError, FileNotFoundError, ValueError) as exc:
+    except (HarnessError, FileNotFoundError, ValueError) as exc:   # ConfigError is a ValueError
         raise click.ClickException(str(exc)) from None
     for path in written:
         click.echo(str(path))

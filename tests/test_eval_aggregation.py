@@ -177,6 +177,7 @@ def _gaussian_sets(rng, n, k, d, shift):
     return [rng.normal(mu, 1, (k, d)) for _ in range(n)], [rng.normal(0, 1, (k, d)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_set_interval_covers_the_metric_at_this_set_size():
     """Known answer: Gaussian features, Frechet distance 1 between the populations. At n = 30 clips
     of 3 frames in 12 dimensions the estimate is biased up (its mean, found here by Monte Carlo over
@@ -300,3 +301,22 @@ def test_every_metric_entry_records_its_protocol(tmp_path):
     alt = {m.name: m.protocol() for m in all_metrics(tmp_path, settings={"fvd": {"route": "all_segments"},
                                                                           "sync": {"route": "mediapipe"}})}
     assert alt["fvd"]["route"] == "all_segments" and "MediaPipe" in alt["sync_c"]["detector"]
+
+
+def test_metric_settings_are_typed_and_checked(dataset, tmp_path):
+    from click.testing import CliRunner
+    from emo.typed_config import ConfigError
+    from eval.cli import main as cli
+    from eval.metrics import load_settings
+    assert load_settings().fvd.route == "stylegan_v" and load_settings().sync.min_track == 100
+    with pytest.raises(ConfigError, match=r"metrics.yaml.*fvd.*rout"):
+        load_settings(overrides={"fvd": {"rout": "all_segments"}})
+    with pytest.raises(ConfigError, match=r"sync.route"):
+        load_settings(overrides={"sync": {"route": "dlib"}})
+    bad = tmp_path / "m.yaml"
+    bad.write_text("fid:\n  frame_stride: two\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: fid.frame_stride"):
+        load_settings(bad)
+    res = CliRunner().invoke(cli, ["score", "--dataset", str(dataset), "--out", str(tmp_path / "r"),
+                                   "--metric-setting", "fvd.rout=all_segments"])
+    assert res.exit_code != 0 and "rout" in res.output and not (tmp_path / "r").exists()
