@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines
                                                 ci=ci, seed=seed))
     names = list(name) or [None] * (len(generated) + len(checkpoint))
     out = Path(out)
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:   # accelerate launch: one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
         clips = load_heldout(dataset, split, max_clips)
         systems = [directory_system(d, clips, n) for d, n in zip(generated, names)]

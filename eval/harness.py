@@ -230,8 +230,8 @@ def generate_videos(ckpt: Path, clips: list[HeldOutClip], out_dir: Path, setting
         raise HarnessError(f"cannot score a checkpoint: emo.generate is not importable ({exc})") from None
     stamp_path, stamp = out_dir / "_generation.json", _generation_stamp(ckpt, settings)
     if stamp_path.is_file() and stamp_path.read_text() != stamp:
-        for old in out_dir.glob("*.mp4"):      # rendered with other settings or another checkpoint
-            old.unlink()
+        for c in clips:     # rendered with other settings or another checkpoint (only this process's clips)
+            (out_dir / f"{c.clip_id}.mp4").unlink(missing_ok=True)
     atomic_write(stamp_path, stamp)
     inputs = out_dir / "_inputs"
     inputs.mkdir(parents=True, exist_ok=True)
