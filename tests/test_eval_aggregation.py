@@ -320,3 +320,49 @@ def test_metric_settings_are_typed_and_checked(dataset, tmp_path):
     res = CliRunner().invoke(cli, ["score", "--dataset", str(dataset), "--out", str(tmp_path / "r"),
                                    "--metric-setting", "fvd.rout=all_segments"])
     assert res.exit_code != 0 and "rout" in res.output and not (tmp_path / "r").exists()
+
+
+def test_generation_resumes_per_clip_and_shards_across_processes(dataset, tmp_path, monkeypatch):
+    import sys
+    import types
+    import eval.harness as harness
+    from PIL import Image
+    rendered = []
+
+    def generate_batch(checkpoint, items, out_dir, **settings):
+        for it in items:
+            if it["id"] == "clip02" and settings.get("fail_clip02"):
+                continue                                   # a clip that fails to render: left out
+            rendered.append(it["id"])
+            ref = np.asarray(Image.open(it["image"]).convert("RGB"))
+            write_video(it["out"], [ref] * 10, 25.0)
+    monkeypatch.setitem(sys.modules, "emo.generate", types.SimpleNamespace(generate_batch=generate_batch))
+    monkeypatch.setattr(harness, "wait_for_everyone", lambda world: None)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.yaml").write_text("model: tiny\n")
+    clips = load_heldout(dataset)
+    # process 1 of 2 renders clips 1 and 3 only
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    harness.checkpoint_systems(ckpt, clips, tmp_path / "work", {"fail_clip02": True})
+    assert rendered == ["clip01", "clip03"]
+    # process 0 renders its share (clip02 fails); the system has the three videos that exist
+    monkeypatch.setenv("RANK", "0")
+    rendered.clear()
+    (spec,) = harness.checkpoint_systems(ckpt, clips, tmp_path / "work", {"fail_clip02": True})
+    assert rendered == ["clip00"] and sorted(spec.videos) == ["clip00", "clip01", "clip03"]
+    # a rerun (one process) renders only what is missing; other settings render everything again
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    rendered.clear()
+    (spec,) = harness.checkpoint_systems(ckpt, clips, tmp_path / "work", {"fail_clip02": False})
+    assert rendered == ["clip00", "clip01", "clip02", "clip03"]          # the stamp changed: all again
+    rendered.clear()
+    harness.checkpoint_systems(ckpt, clips, tmp_path / "work", {"fail_clip02": False})
+    assert rendered == []
+    # a run killed mid-way: one video missing, one truncated -> exactly those two are rendered
+    out = tmp_path / "work" / "generated" / "ckpt"
+    (out / "clip01.mp4").unlink()
+    (out / "clip03.mp4").write_bytes((out / "clip03.mp4").read_bytes()[:100])
+    harness.checkpoint_systems(ckpt, clips, tmp_path / "work", {"fail_clip02": False})
+    assert rendered == ["clip01", "clip03"]
