@@ -108,7 +108,7 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
         name="s3fd",
         files=("sfd_face.pth",),
         url="https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/sfd_face.pth",
-        source="joonson/syncnet_python download_model.sh (S3FD, Zhang et al. 2017; the same file as face_alignment's s3fd)",
+        source="joonson/syncnet_python download_model.sh (S3FD, Zhang et al. 2017; syncnet_python's key layout, not face_alignment's conv1_1 ... names)",
         used_by=("sync_c", "sync_d"),
         key_names="joonson/syncnet_python detectors/s3fd/nets.py S3FDNet (vgg.0.weight ... vgg.33.bias, L2Norm3_3.weight, "
                   "extras.0.weight, loc.0.weight, conf.0.weight ... conf.5.bias)",
