@@ -307,7 +307,12 @@ class MetricRunner:
         return metrics, per_clip
 
     def _set_entry(self, m: Metric, ok: dict, shared: list[str], common: dict) -> dict:
-        cids = [cid for cid in shared if cid in ok]
+        # a clip that gave no feature rows on the generated side (no face in any frame, shorter than
+        # FVD's 16 frames) is missing: the metric is then partial
+        cids = [cid for cid in shared if cid in ok and ok[cid].gen is not None and len(ok[cid].gen)]
+        if not cids:
+            return _unavailable(m.direction, "unavailable: no shared clip gave features "
+                                "(e.g. no face found, or clips shorter than the metric needs)", common)
         gen, real = [ok[c].gen for c in cids], [ok[c].real for c in cids]
         t0 = time.perf_counter()
         try:

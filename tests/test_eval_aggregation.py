@@ -13,7 +13,7 @@ from eval_harness_helpers import MeanColourFD, PixelL1, fake_face_track, make_da
 from emo.media import read_frames, write_video
 from eval.baselines import Baseline, default_baselines, identity_halves
 from eval.harness import ScoreConfig, SystemSpec, directory_system, load_heldout, score
-from eval.metrics import BlinkRate, FaceDetectionRate, LMD, PSNR
+from eval.metrics import BlinkRate, EFIDBlendshapes, FaceDetectionRate, LMD, PSNR
 from eval.metrics.blink import count_blinks
 from eval.metrics.frechet import FrechetOfFeatures
 from eval.metrics.pixel import PSNR_CEILING_DB
@@ -48,7 +48,7 @@ def test_a_system_that_loses_faces_on_half_its_clips(dataset, tmp_path, fake_med
                            extra_s=0.0, noise=3.0)
     bad = _faceless_half(tmp_path / "bad", dataset, clips)
     systems = [directory_system(good, clips, "good"), directory_system(bad, clips, "faceless")]
-    written = score(dataset, systems, tmp_path / "r", metrics=[FaceDetectionRate(), LMD(), BlinkRate()],
+    written = score(dataset, systems, tmp_path / "r", metrics=[FaceDetectionRate(), LMD(), BlinkRate(), EFIDBlendshapes()],
                     cfg=ScoreConfig(write_baseline_videos=False, bootstrap=BootstrapConfig(n_bootstrap=100)),
                     clips=clips)
     docs = {p.stem: read_results(p) for p in written}
@@ -64,6 +64,9 @@ def test_a_system_that_loses_faces_on_half_its_clips(dataset, tmp_path, fake_med
     # where it kept the face it is the ground truth (re-encoded): its LMD there beats "good"'s
     assert bad_m["lmd"]["value"] < good_m["lmd"]["value"]
     assert docs["faceless"]["per_clip"]["clip01"]["lmd"] is None
+    # a set-level face metric: the faceless clips give no generated features -> missing, partial
+    assert bad_m["e_fid_blendshapes"]["n"] == 2 and bad_m["e_fid_blendshapes"]["partial"] is True
+    assert good_m["e_fid_blendshapes"]["partial"] is False
     # ... so the report must not star it (test_eval_report checks the rendered page)
     from eval.report.data import build_report_data
     data = build_report_data(written)
