@@ -5,34 +5,33 @@ killed process leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None],
-                 verify: Callable[[Path], None] | None = None) -> Path:
-    """Write text (UTF-8) or bytes to `path` atomically, creating its folder; return the path.
-
-    `data` may also be a function that writes the temporary file itself (a download, a library's
-    own saver). `verify(tmp)` runs on the finished temporary file before it is moved into place and
-    raises to refuse it (e.g. a checksum): a refused file never appears at `path`.
-    """
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that needs a file name (pyarrow, PyAV, wave...):
+    renamed over `path` when the block ends normally, removed when it raises. The temporary name
+    keeps the target's suffix, since some writers choose their format by it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        if callable(data):
-            data(tmp)
-        else:
-            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        if verify is not None:
-            verify(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to `path` atomically, creating its folder; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

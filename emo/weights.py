@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo.fileio import atomic_write, sha256_file
+from emo.fileio import atomic_path, sha256_file
 
 FETCH_COMMAND = "python -m eval weights fetch"
 
@@ -233,7 +233,7 @@ class ChecksumMismatch(ValueError):
 
 
 def _download(url: str):
-    """A writer for `atomic_write`: stream `url` into the temporary file."""
+    """Stream `url` into the temporary file."""
     def write(tmp: Path) -> None:
         with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310
             shutil.copyfileobj(resp, out)
@@ -241,7 +241,7 @@ def _download(url: str):
 
 
 def _verify(name: str, target: Path):
-    """A check for `atomic_write`: the downloaded bytes must carry the registered checksum."""
+    """The downloaded bytes must carry the registered checksum (raises ChecksumMismatch)."""
     def verify(tmp: Path) -> None:
         bad = _digest_problem(name, sha256_file(tmp), f"the download of {target.name}")
         if bad:
@@ -251,7 +251,7 @@ def _verify(name: str, target: Path):
 
 def fetch(names=None, directory: str | os.PathLike | None = None, log=print) -> dict[str, str]:
     """Download the missing weights that have a direct URL. Each download is checked BEFORE it is
-    moved into place (emo.fileio.atomic_write's verify): a corrupt download never lands."""
+    moved into place (inside emo.fileio.atomic_path's block): a corrupt download never lands."""
     d = weights_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -266,7 +266,9 @@ def fetch(names=None, directory: str | os.PathLike | None = None, log=print) -> 
         target = d / s.files[0]
         log(f"fetching {s.url} -> {target}")
         try:
-            atomic_write(target, _download(s.url), verify=_verify(name, target))
+            with atomic_path(target) as tmp:      # moved into place only if the block ends normally
+                _download(s.url)(tmp)
+                _verify(name, target)(tmp)        # checked BEFORE the move: a bad download never lands
         except Exception as exc:
             report[name] = f"failed: {type(exc).__name__}: {exc}"
             continue
@@ -307,7 +309,9 @@ def load_strict(module, state: dict, what: str):
 
 
 def save_state_dict_atomic(state: dict, path: str | os.PathLike) -> Path:
-    """A safetensors file written through emo.fileio.atomic_write."""
+    """A safetensors file written through emo.fileio.atomic_path."""
     from safetensors.torch import save_file
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return Path(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emo.fileio import atomic_write
+from emo.fileio import atomic_path, atomic_write
 from emo.manifest import load_labels, manifest_hash, read_manifest
 from emo.weights import weights_hashes
 from emo.media import MediaError, load_audio, probe_video, read_frames, save_wav, write_video
@@ -381,10 +381,8 @@ class ClipStore:
             if r.gen is not None:
                 arrays[f"{name}|gen"], arrays[f"{name}|real"] = r.gen, r.real
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        atomic_write(self.path(spec, clip.clip_id), write)
+        with atomic_path(self.path(spec, clip.clip_id)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def _jsonable(x):

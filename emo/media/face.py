@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write, sha256_file
+from ..fileio import atomic_path, sha256_file
 from .pose import rotation_to_euler
 
 # Official MediaPipe model files (Apache-2.0). Several names are accepted for the landmarker:
@@ -121,7 +121,10 @@ def fetch_mediapipe_models(dest: str | os.PathLike | None = None) -> list[Path]:
                     f"the download of {target.name} from {spec['url']} has sha256 {digest}, not one recorded "
                     f"in emo.media.face.MEDIAPIPE_MODELS ({', '.join(spec['sha256'])}); refused, nothing written")
 
-        paths.append(atomic_write(target, download, verify=verify))
+        with atomic_path(target) as tmp:     # moved into place only if the block ends normally
+            download(tmp)
+            verify(tmp)                       # checked BEFORE the move
+        paths.append(target)
     return paths
 
 
