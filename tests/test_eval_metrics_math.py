@@ -114,6 +114,14 @@ def test_ssim_and_psnr_match_scikit_image_frame_by_frame():
         assert ours_ssim[i] == pytest.approx(ref, abs=1e-7)
         assert ours_psnr[i] == pytest.approx(peak_signal_noise_ratio(a[i], b[i], data_range=255), abs=1e-9)
     assert ssim_frames(a, a) == pytest.approx(np.ones(3))
+    # identical frames take the exact shortcut; the others are still computed (mixed case)
+    mixed = a.copy()
+    mixed[1] = b[1]
+    got = ssim_frames(mixed, a)
+    assert got[0] == 1.0 and got[2] == 1.0
+    assert got[1] == pytest.approx(structural_similarity(b[1], a[1], gaussian_weights=True, sigma=1.5,
+                                                         use_sample_covariance=False, data_range=255,
+                                                         channel_axis=-1), abs=1e-9)
 
 
 @pytest.mark.parametrize("late", [-4, 0, 3])

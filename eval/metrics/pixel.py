@@ -29,6 +29,16 @@ def ssim_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(T, H, W, C) uint8 pairs -> (T,) SSIM per frame."""
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"need two (T, H, W, C) arrays of one shape, got {a.shape} and {b.shape}")
+    # SSIM(x, x) = 1 exactly (numerator and denominator are the same product): frames identical to
+    # the ground truth (its baseline, the shifted-audio baseline) skip the filtering, which is most
+    # of evaluation's CPU time on the demo.
+    same = (a == b).reshape(len(a), -1).all(1)
+    out = np.ones(len(a))
+    if same.all():
+        return out
+    if same.any():
+        out[~same] = ssim_frames(a[~same], b[~same])
+        return out
     x, y = a.astype(np.float64), b.astype(np.float64)
     sig = (0, SIGMA, SIGMA, 0)                   # blur over H and W only
 
