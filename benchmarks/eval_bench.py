@@ -82,6 +82,29 @@ def time_bootstrap(n_clips: int = 100, n_bootstrap: int = 1000) -> float:
     return round(time.perf_counter() - t0, 4)
 
 
+def time_set_statistics(n_clips: int = 20, frames: int = 50, dim: int = 52, n_bootstrap: int = 200) -> dict:
+    """Seconds of a set-level interval and of one paired comparison (Frechet distance of `dim`-d
+    features, e.g. E-FID(blendshapes)); the report's comparisons run one per pair of systems."""
+    from eval.metrics.frechet import FrechetOfFeatures
+    from eval.scoring import BootstrapConfig, bootstrap_set, paired_set_difference
+
+    class FD(FrechetOfFeatures):
+        name, direction = "bench_fd", "lower"
+
+    rng = np.random.default_rng(0)
+    gen = [rng.normal(size=(frames, dim)) for _ in range(n_clips)]
+    other = [rng.normal(size=(frames, dim)) for _ in range(n_clips)]
+    real = [rng.normal(size=(frames, dim)) for _ in range(n_clips)]
+    cfg = BootstrapConfig(n_bootstrap=n_bootstrap)
+    t0 = time.perf_counter()
+    bootstrap_set(FD(), gen, real, cfg)
+    t1 = time.perf_counter()
+    paired_set_difference(FD(), gen, other, real, cfg)
+    t2 = time.perf_counter()
+    return {"clips": n_clips, "frames_per_clip": frames, "dim": dim, "n_bootstrap": n_bootstrap,
+            "interval_seconds": round(t1 - t0, 3), "paired_comparison_seconds": round(t2 - t1, 3)}
+
+
 def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results", weights_dir=None) -> dict:
     """The benchmark as a dict (benchmarks/run.py writes it to out_dir/eval.json with machine info)."""
     import torch
@@ -104,7 +127,8 @@ def run(out_dir: str | os.PathLike = REPO / "benchmarks" / "results", weights_di
     return {"benchmark": "eval metrics, frames scored per second per metric (each on its own, CPU)",
             "summary": summary, "samples": source, "torch_threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(),
-            "bootstrap_mean_seconds_100_clips_1000_resamples": time_bootstrap(), "metrics": results}
+            "bootstrap_mean_seconds_100_clips_1000_resamples": time_bootstrap(),
+            "set_level_statistics": time_set_statistics(), "metrics": results}
 
 
 if __name__ == "__main__":

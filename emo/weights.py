@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo.fileio import sha256_file
+from emo.fileio import atomic_path, sha256_file
 
 FETCH_COMMAND = "python -m eval weights fetch"
 
@@ -106,15 +105,35 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
         key_names="lpips/pretrained_networks + lpips.NetLinLayer (lin0.model.1.weight ... lin4.model.1.weight)",
         note="no published checksum"),
     WeightSpec(
+        name="s3fd",
+        files=("sfd_face.pth",),
+        url="https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/sfd_face.pth",
+        source="joonson/syncnet_python download_model.sh (S3FD, Zhang et al. 2017; syncnet_python's key layout, not face_alignment's conv1_1 ... names)",
+        used_by=("sync_c", "sync_d"),
+        key_names="joonson/syncnet_python detectors/s3fd/nets.py S3FDNet (vgg.0.weight ... vgg.33.bias, L2Norm3_3.weight, "
+                  "extras.0.weight, loc.0.weight, conf.0.weight ... conf.5.bias)",
+        note="no published checksum; used by the syncnet_python face-box route of Sync-C/D"),
+    WeightSpec(
         name="deep3dfacerecon",
         files=("epoch_20.pth",),
         url=None,
-        source="sicxu/Deep3DFaceRecon_pytorch (Deng et al. 2019) checkpoints/face_recon/epoch_20.pth (Google Drive) "
-               "+ BFM 2009 (01_MorphableModel.mat, licence-gated)",
+        source="sicxu/Deep3DFaceRecon_pytorch (Deng et al. 2019, MIT licence) checkpoints/face_recon/epoch_20.pth: "
+               "README 'Download the pre-trained model using this link (google drive)' "
+               "https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP (no direct URL)",
         used_by=("e_fid_3dmm",),
-        key_names="Deep3DFaceRecon_pytorch models/networks.py ReconNetWrapper (net_recon.*)",
-        note="E-FID(3DMM) is not implemented in this toolkit (needs the 3DMM regressor and the BFM basis); "
-             "reported unavailable"),
+        key_names="Deep3DFaceRecon_pytorch models/networks.py ReconNetWrapper under the checkpoint's 'net_recon' entry "
+                  "(backbone.conv1.weight, backbone.layer4.2.bn3.running_var, final_layers.0.weight ... final_layers.6.bias)",
+        note="manual download; no published checksum. Only the regressor is needed (not the BFM basis)"),
+    WeightSpec(
+        name="lm3d_std",
+        files=("similarity_Lm3D_all.mat",),
+        url="https://raw.githubusercontent.com/sicxu/Deep3DFaceRecon_pytorch/9167c7136aebef0c54d3ac74f4b0396222a491c1/BFM/similarity_Lm3D_all.mat",
+        source="sicxu/Deep3DFaceRecon_pytorch BFM/similarity_Lm3D_all.mat (994 bytes, 68 standard 3D landmarks; "
+               "five of them define Deep3DFaceRecon's input alignment)",
+        used_by=("e_fid_3dmm",),
+        key_names="MATLAB file, variable 'lm' (68, 3)",
+        sha256="53b83ce6e35c50ddc3e97603650cef4970320c157e75c241c844f29c1dcba65a",
+        note="sha256 of the file at the pinned commit"),
 ]}
 
 
@@ -174,11 +193,15 @@ def checksum_problem(name: str, path: Path) -> str:
     s = spec(name)
     if not (s.sha256 or s.sha256_prefix):
         return ""
-    digest = sha256_of(path)
+    return _digest_problem(name, sha256_of(path), str(path))
+
+
+def _digest_problem(name: str, digest: str, what: str) -> str:
+    s = spec(name)
     if s.sha256 and digest != s.sha256:
-        return f"{path} has sha256 {digest}, expected {s.sha256}: delete it and run `{FETCH_COMMAND}`"
+        return f"{what} has sha256 {digest}, expected {s.sha256}: delete it and run `{FETCH_COMMAND}`"
     if s.sha256_prefix and not digest.startswith(s.sha256_prefix):
-        return (f"{path} has sha256 {digest[:16]}..., expected a hash starting {s.sha256_prefix}: "
+        return (f"{what} has sha256 {digest[:16]}..., expected a hash starting {s.sha256_prefix}: "
                 f"delete it and run `{FETCH_COMMAND}`")
     return ""
 
@@ -195,18 +218,40 @@ def status_table(directory: str | os.PathLike | None = None) -> list[dict]:
     return rows
 
 
-def weights_hashes(directory: str | os.PathLike | None = None, names=None) -> dict[str, str | None]:
-    """{file name: sha256} of the present weights (for the results JSON's env)."""
+def weights_hashes(names=None, directory: str | os.PathLike | None = None) -> dict[str, str | None]:
+    """{registry name: sha256 of the file used, or None when absent} (the results JSON's env).
+    A name the registry does not know is recorded as None, not guessed."""
     out = {}
-    for name in names or REGISTRY:
-        path = find_weights(name, directory)
-        if path is not None:
-            out[path.name] = sha256_of(path)
+    for name in names if names is not None else REGISTRY:
+        path = find_weights(name, directory) if name in REGISTRY else None
+        out[name] = sha256_of(path) if path is not None else None
     return out
 
 
+class ChecksumMismatch(ValueError):
+    pass
+
+
+def _download(url: str):
+    """Stream `url` into the temporary file."""
+    def write(tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310
+            shutil.copyfileobj(resp, out)
+    return write
+
+
+def _verify(name: str, target: Path):
+    """The downloaded bytes must carry the registered checksum (raises ChecksumMismatch)."""
+    def verify(tmp: Path) -> None:
+        bad = _digest_problem(name, sha256_file(tmp), f"the download of {target.name}")
+        if bad:
+            raise ChecksumMismatch(bad)
+    return verify
+
+
 def fetch(names=None, directory: str | os.PathLike | None = None, log=print) -> dict[str, str]:
-    """Download the missing weights that have a direct URL (atomic; checksum checked)."""
+    """Download the missing weights that have a direct URL. Each download is checked BEFORE it is
+    moved into place (inside emo.fileio.atomic_path's block): a corrupt download never lands."""
     d = weights_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -220,21 +265,14 @@ def fetch(names=None, directory: str | os.PathLike | None = None, log=print) -> 
             continue
         target = d / s.files[0]
         log(f"fetching {s.url} -> {target}")
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{target.name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(s.url, timeout=60) as resp:  # noqa: S310
-                shutil.copyfileobj(resp, out)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:      # moved into place only if the block ends normally
+                _download(s.url)(tmp)
+                _verify(name, target)(tmp)        # checked BEFORE the move: a bad download never lands
         except Exception as exc:
-            Path(tmp).unlink(missing_ok=True)
             report[name] = f"failed: {type(exc).__name__}: {exc}"
             continue
-        bad = checksum_problem(name, target)
-        if bad:
-            target.unlink()
-            report[name] = "failed: " + bad
-        else:
-            report[name] = "fetched"
+        report[name] = "fetched"
     return report
 
 
@@ -271,10 +309,9 @@ def load_strict(module, state: dict, what: str):
 
 
 def save_state_dict_atomic(state: dict, path: str | os.PathLike) -> Path:
+    """A safetensors file written through emo.fileio.atomic_path."""
     from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return Path(path)

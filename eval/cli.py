@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,9 +51,11 @@ def main() -> None:
               help="generation setting passed to emo.generate.generate_batch (repeatable)")
 @click.option("--weights-dir", default=None, help="metric weights folder (default $EMO_EVAL_WEIGHTS or ~/.cache/emo/eval)")
 @click.option("--metric", "only_metrics", multiple=True, help="score only these metrics (by name; repeatable)")
+@click.option("--metric-setting", "metric_settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override eval/metrics/metrics.yaml, e.g. fvd.route=all_segments, sync.route=mediapipe (repeatable)")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the metric networks")
 def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines, shift_frames, n_bootstrap,
-          n_bootstrap_set, ci, seed, gen_settings, weights_dir, only_metrics, device):
+          n_bootstrap_set, ci, seed, gen_settings, weights_dir, only_metrics, metric_settings, device):
     """Score generated videos and/or checkpoints (and the baselines) on the held-out clips."""
     from eval.harness import (HarnessError, ScoreConfig, checkpoint_systems, directory_system, load_heldout,
                               score as run_score)
@@ -68,22 +71,30 @@ def score(dataset, generated, checkpoint, name, out, split, max_clips, baselines
                                                 ci=ci, seed=seed))
     names = list(name) or [None] * (len(generated) + len(checkpoint))
     out = Path(out)
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:   # accelerate launch: one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
         clips = load_heldout(dataset, split, max_clips)
         systems = [directory_system(d, clips, n) for d, n in zip(generated, names)]
         settings = _parse_settings(gen_settings)
         for ckpt, n in zip(checkpoint, names[len(generated):]):
             systems += checkpoint_systems(ckpt, clips, out, settings, n)
-        metrics = None
+        from eval.metrics import all_metrics
+        overrides: dict = {}
+        for key, value in _parse_settings(metric_settings).items():
+            section, _, field = key.partition(".")
+            if not field:
+                raise click.BadParameter(f"{key!r} is not SECTION.KEY", param_hint="--metric-setting")
+            overrides.setdefault(section, {})[field] = value
+        metrics = all_metrics(weights_dir, device=device, settings=overrides)
         if only_metrics:
-            from eval.metrics import all_metrics
-            metrics = [m for m in all_metrics(weights_dir, device=device) if m.name in only_metrics]
             unknown = set(only_metrics) - {m.name for m in metrics}
+            metrics = [m for m in metrics if m.name in only_metrics]
             if unknown:
                 raise click.BadParameter(f"unknown metrics {sorted(unknown)}", param_hint="--metric")
         written = run_score(dataset, systems, out, metrics=metrics, cfg=cfg, clips=clips, weights_dir=weights_dir,
                             device=device)
-    except (HarnessError, FileNotFoundError, ValueError) as exc:
+    except (HarnessError, FileNotFoundError, ValueError) as exc:   # ConfigError is a ValueError
         raise click.ClickException(str(exc)) from None
     for path in written:
         click.echo(str(path))
@@ -127,15 +138,31 @@ def weights(ctx, weights_dir):
 
 @weights.command()
 @click.argument("names", nargs=-1)
+@click.option("--optional", is_flag=True,
+              help="a machine without internet is not an error: say so and exit 0 (the metrics stay unavailable)")
+@click.option("--convert/--no-convert", "do_convert", default=True, show_default=True,
+              help="also convert what needs it (StyleGAN-V's TorchScript I3D) once it is fetched")
 @click.pass_context
-def fetch(ctx, names):
-    """Download the missing weights that have an official direct URL."""
+def fetch(ctx, names, optional, do_convert):
+    """Download the missing weights that have an official direct URL (checksum checked before a file lands)."""
+    from eval.weights import convert_i3d_torchscript, find_weights
     from eval.weights import fetch as do_fetch
 
     report_ = do_fetch(list(names) or None, ctx.obj["weights_dir"], log=click.echo)
     for name, what in report_.items():
         click.echo(f"{name:<16} {what}")
-    if any(v.startswith("failed") for v in report_.values()):
+    if do_convert and find_weights("i3d_torchscript", ctx.obj["weights_dir"]) and not find_weights("i3d_fvd", ctx.obj["weights_dir"]):
+        try:
+            click.echo(f"i3d_fvd          converted: {convert_i3d_torchscript(ctx.obj['weights_dir'])}")
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            click.echo(f"i3d_fvd          conversion failed: {exc}")
+            report_["i3d_fvd"] = "failed: conversion"
+    failed = {n: v for n, v in report_.items() if v.startswith("failed")}
+    offline = failed and all("URLError" in v or "timed out" in v for v in failed.values())
+    if offline and optional:
+        click.echo(f"no internet: {len(failed)} weights not fetched; their metrics are reported unavailable")
+        return
+    if failed:
         sys.exit(1)
 
 

@@ -26,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from emo.fileio import atomic_path, atomic_write
 from emo.manifest import load_labels, manifest_hash, read_manifest
+from emo.weights import weights_hashes
 from emo.media import MediaError, load_audio, probe_video, read_frames, save_wav, write_video
-from eval.alignment import ALIGNMENT_RULE, align_pair, cut_audio, summarise
-from eval.baselines import DEFAULT_SHIFT_FRAMES, Baseline, default_baselines
+from eval.alignment import ALIGNMENT_RULE, AlignmentRecord, align_pair, cut_audio, summarise
+from eval.baselines import CALIBRATION, DEFAULT_SHIFT_FRAMES, Baseline, default_baselines, identity_halves
 from eval.metrics.base import ClipSample, Metric
-from eval.results import SCHEMA, relative_or_absolute, write_results
-from eval.scoring import BootstrapConfig, MetricRunner
+from eval.results import SCHEMA, clean_number, relative_or_absolute, write_results
+from eval.scoring import DEGENERATE, BootstrapConfig, MetricClipResult, MetricRunner, output_directions
 
 AUDIO_RATE = 16000
 PACKAGES = ("emo-toolkit", "numpy", "torch", "torchmetrics", "diffusers", "transformers", "mediapipe",
@@ -160,52 +162,96 @@ def _checkpoint_config(ckpt: Path) -> dict | None:
 
 def checkpoint_systems(path: str | os.PathLike, clips: list[HeldOutClip], work_dir: Path,
                        settings: dict | None = None, name: str | None = None) -> list[SystemSpec]:
-    """Render every held-out clip with each checkpoint (lazy import of emo.generate)."""
+    """Render every held-out clip with each checkpoint (lazy import of emo.generate).
+
+    Under `accelerate launch` (several processes) each process renders its share of the clips
+    (clip i goes to process i mod N) and waits for the others; a clip whose video is already there
+    (from this run or an interrupted one with the same settings) is not rendered again."""
     # Held-out clips are already face crops in the training framing: cropping their first frame
     # again would zoom in and make every generated frame disagree with the ground truth.
     settings = {"crop": False, **(settings or {})}
     found = checkpoint_dirs(path)
     base = name or Path(path).name
+    rank, world = process_rank()
     systems = []
     for ckpt, step in found:
         sys_name = base if len(found) == 1 else f"{base}/{ckpt.name}"
         out_dir = work_dir / "generated" / safe_name(sys_name)
-        videos = generate_videos(ckpt, clips, out_dir, settings)
-        systems.append(SystemSpec(name=sys_name, kind="checkpoint", path=str(ckpt.resolve()), videos=videos,
+        generate_videos(ckpt, shard(clips, rank, world), out_dir, settings)
+        wait_for_everyone(world)
+        videos = {c.clip_id: out_dir / f"{c.clip_id}.mp4" for c in clips}
+        systems.append(SystemSpec(name=sys_name, kind="checkpoint", path=str(ckpt.resolve()),
+                                  videos={cid: p for cid, p in videos.items() if p.is_file()},
                                   config=_checkpoint_config(ckpt), step=step, generation=settings,
                                   meta=_checkpoint_meta(ckpt)))
     return systems
 
 
+def process_rank() -> tuple[int, int]:
+    """(this process's index, number of processes) as `accelerate launch`/torchrun set them."""
+    return int(os.environ.get("RANK", 0)), max(1, int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    return items[rank::world]
+
+
+def wait_for_everyone(world: int) -> None:
+    if world > 1:
+        from accelerate import PartialState
+        PartialState().wait_for_everyone()
+
+
+def _generation_stamp(ckpt: Path, settings: dict) -> str:
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in ckpt.rglob("*") if p.is_file())
+    return json.dumps({"checkpoint": str(ckpt.resolve()), "files": weights, "settings": settings}, sort_keys=True,
+                      default=str)
+
+
+def _video_ok(path: Path) -> bool:
+    try:
+        return path.is_file() and probe_video(path).n_frames > 0
+    except MediaError:
+        return False
+
+
 def generate_videos(ckpt: Path, clips: list[HeldOutClip], out_dir: Path, settings: dict) -> dict[str, Path]:
-    """Inputs per clip (first frame PNG + 16 kHz wav) -> emo.generate.generate_batch -> <clip_id>.mp4."""
+    """Inputs per clip (first frame PNG + 16 kHz wav) -> emo.generate.generate_batch -> <clip_id>.mp4.
+
+    Resumable per clip: videos already written for the same checkpoint files and settings (the
+    stamp `_generation.json`) and readable are kept; other settings start the folder afresh. A clip
+    whose generation fails is left out (logged by generate_batch): the harness then scores every
+    system on the clips all of them have."""
     from PIL import Image
 
     try:
         from emo.generate import generate_batch
     except ImportError as exc:
         raise HarnessError(f"cannot score a checkpoint: emo.generate is not importable ({exc})") from None
+    stamp_path, stamp = out_dir / "_generation.json", _generation_stamp(ckpt, settings)
+    if stamp_path.is_file() and stamp_path.read_text() != stamp:
+        for c in clips:     # rendered with other settings or another checkpoint (only this process's clips)
+            (out_dir / f"{c.clip_id}.mp4").unlink(missing_ok=True)
+    atomic_write(stamp_path, stamp)
     inputs = out_dir / "_inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     items = []
     for c in clips:
+        out = out_dir / f"{c.clip_id}.mp4"
+        if _video_ok(out):
+            continue
         image, wav = inputs / f"{c.clip_id}.png", inputs / f"{c.clip_id}.wav"
         if not image.is_file():
             Image.fromarray(read_frames(c.video, end=1.5 / c.fps)[0]).save(image)
         if not wav.is_file():
             save_wav(wav, load_audio(c.video, rate=AUDIO_RATE), AUDIO_RATE)
-        items.append({"id": c.clip_id, "image": str(image), "audio": str(wav), "fps": c.fps,
-                      "out": str(out_dir / f"{c.clip_id}.mp4")})
-    try:
-        generate_batch(str(ckpt), items, str(out_dir), **settings)
-    except Exception as exc:  # reported with the checkpoint named; the inputs stay for a rerun
-        raise HarnessError(f"generation with {ckpt} failed: {type(exc).__name__}: {exc}") from exc
-    videos = {c.clip_id: out_dir / f"{c.clip_id}.mp4" for c in clips}
-    missing = [cid for cid, p in videos.items() if not p.is_file()]
-    if missing:
-        raise HarnessError(f"emo.generate.generate_batch({ckpt}) wrote no video for {missing[:5]} in {out_dir}")
-    check_videos(videos, f"videos generated by {ckpt}")
-    return videos
+        items.append({"id": c.clip_id, "image": str(image), "audio": str(wav), "fps": c.fps, "out": str(out)})
+    if items:
+        try:
+            generate_batch(str(ckpt), items, str(out_dir), **settings)
+        except Exception as exc:  # reported with the checkpoint named; the inputs stay for a rerun
+            raise HarnessError(f"generation with {ckpt} failed: {type(exc).__name__}: {exc}") from exc
+    return {c.clip_id: out_dir / f"{c.clip_id}.mp4" for c in clips if _video_ok(out_dir / f"{c.clip_id}.mp4")}
 
 
 def safe_name(name: str) -> str:
@@ -266,13 +312,86 @@ def build_sample(clip: HeldOutClip, frames: np.ndarray, fps: float, gt: np.ndarr
     return sample, record, shared
 
 
-def score(dataset: str | os.PathLike, systems: list[SystemSpec], out_dir: str | os.PathLike,
-          metrics: list[Metric] | None = None, cfg: ScoreConfig | None = None,
-          clips: list[HeldOutClip] | None = None, weights_dir: str | None = None,
-          device: str = "cpu") -> list[Path]:
-    """Score every system (and the baselines) on the held-out clips; write one JSON each."""
-    cfg = cfg or ScoreConfig()
-    dataset, out_dir = Path(dataset), Path(out_dir)
+@dataclass
+class ClipScores:
+    """One system on one clip: the alignment record and each metric's result (the cached unit)."""
+    record: dict
+    metrics: dict[str, MetricClipResult]
+
+
+class ClipStore:
+    """Per-clip results on disk (`<results>/cache/<system>/<clip_id>.npz`), so a second run (one more
+    system, one more metric, an interrupted run) computes only what is missing.
+
+    An entry is reused only when everything it depends on is unchanged: the system's video (path,
+    size, mtime) or the baseline's definition, the ground-truth clip file, the alignment rule, and
+    per metric its class, protocol, settings and weights files (`fingerprint`)."""
+
+    def __init__(self, root: Path, metrics: list[Metric], weights: dict):
+        self.root = root
+        self.fingerprints = {m.name: json.dumps({"class": type(m).__name__, "protocol": _jsonable(m.protocol()),
+                                                 "weights": {w: weights.get(w) for w in m.weights}}, sort_keys=True)
+                             for m in metrics}
+
+    def path(self, spec: SystemSpec, clip_id: str) -> Path:
+        return self.root / safe_name(spec.name) / f"{clip_id}.npz"
+
+    @staticmethod
+    def source_key(spec: SystemSpec, clip: HeldOutClip) -> str:
+        gt = clip.video.stat()
+        if spec.baseline is not None:
+            src = {"baseline": repr(spec.baseline)}
+        else:
+            v = spec.videos[clip.clip_id]
+            st = v.stat()
+            src = {"video": str(v.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return json.dumps({**src, "gt": [str(clip.video.resolve()), gt.st_size, gt.st_mtime_ns],
+                           "alignment": ALIGNMENT_RULE}, sort_keys=True)
+
+    def load(self, spec: SystemSpec, clip: HeldOutClip) -> ClipScores | None:
+        path = self.path(spec, clip.clip_id)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta["source"] != self.source_key(spec, clip):
+                    return None
+                results = {}
+                for name, m in meta["metrics"].items():
+                    if self.fingerprints.get(name) != m["fingerprint"]:
+                        continue
+                    results[name] = MetricClipResult(
+                        values={k: (np.nan if v is None else v) for k, v in m["values"].items()},
+                        gen=z[f"{name}|gen"] if f"{name}|gen" in z.files else None,
+                        real=z[f"{name}|real"] if f"{name}|real" in z.files else None,
+                        error=m["error"], unavailable=m["unavailable"], seconds=m["seconds"], frames=m["frames"])
+                return ClipScores(meta["record"], results)
+        except (OSError, ValueError, KeyError):   # unreadable entry: recompute it
+            return None
+
+    def save(self, spec: SystemSpec, clip: HeldOutClip, scores: ClipScores) -> None:
+        arrays, meta = {}, {"source": self.source_key(spec, clip), "record": scores.record, "metrics": {}}
+        for name, r in scores.metrics.items():
+            if r.unavailable:      # an unavailable metric is not a result to keep
+                continue
+            meta["metrics"][name] = {"fingerprint": self.fingerprints[name], "error": r.error,
+                                     "unavailable": None, "seconds": r.seconds, "frames": r.frames,
+                                     "values": {k: clean_number(v) for k, v in r.values.items()}}
+            if r.gen is not None:
+                arrays[f"{name}|gen"], arrays[f"{name}|real"] = r.gen, r.real
+
+        with atomic_path(self.path(spec, clip.clip_id)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def check_inputs(dataset: Path, systems: list[SystemSpec], metrics: list[Metric] | None, cfg: "ScoreConfig",
+                 clips: list[HeldOutClip] | None, weights_dir: str | None, device: str):
+    """The held-out clips, the systems (baselines appended) and the metrics, checked before any work."""
     clips = clips if clips is not None else load_heldout(dataset, cfg.split, cfg.max_clips)
     if metrics is None:
         from eval.metrics import all_metrics
@@ -285,48 +404,198 @@ def score(dataset: str | os.PathLike, systems: list[SystemSpec], out_dir: str | 
     names = [safe_name(s.name) for s in systems]
     if len(set(names)) != len(names):
         raise HarnessError(f"two systems share a name: {names}; pass distinct --name values")
-    runners = {s.name: MetricRunner(metrics, cfg.bootstrap) for s in systems}
-    records = {s.name: [] for s in systems}
+    return clips, systems, list(metrics)
+
+
+def score_clips(dataset: Path, clips: list[HeldOutClip], systems: list[SystemSpec], runner: MetricRunner,
+                store: ClipStore, cfg: "ScoreConfig", out_dir: Path) -> dict[str, dict[str, ClipScores]]:
+    """{system: {clip_id: ClipScores}}: from the store where it has them, else computed and stored.
+
+    Clips are the outer loop and systems the inner one, so each ground-truth clip is decoded once
+    (and not at all when every system's results are stored) and its MediaPipe analysis is shared."""
+    names = {m.name for m in runner.metrics if runner.status[m.name] == "ok"}
+    out: dict[str, dict[str, ClipScores]] = {s.name: {} for s in systems}
     for clip in clips:
+        todo = []
+        for spec in systems:
+            if spec.baseline is None and clip.clip_id not in (spec.videos or {}):
+                continue                          # no video for this clip: not scored, not shared
+            cached = store.load(spec, clip)
+            missing = names - set(cached.metrics) if cached else names
+            if cached:
+                out[spec.name][clip.clip_id] = cached
+            if missing or (spec.kind == "baseline" and cfg.write_baseline_videos
+                           and not _baseline_video(out_dir, spec, clip).is_file()):
+                todo.append((spec, missing))
+        if not todo:
+            continue
         gt, audio, labels = _load_gt(dataset, clip)
         gt_cache: dict = {}
-        for spec in systems:
+        for spec, missing in todo:
             frames, fps, sys_audio = _system_frames(spec, clip, gt, audio)
-            same_as_gt = spec.baseline is not None and spec.baseline.name != "reference_repeated"
+            if spec.kind == "baseline" and cfg.write_baseline_videos:
+                path = _baseline_video(out_dir, spec, clip)
+                if not path.is_file():
+                    write_video(path, frames, clip.fps, audio=sys_audio, audio_rate=AUDIO_RATE, crf=28)
+            if not missing:
+                continue
+            same_as_gt = spec.baseline is not None and spec.baseline.reuses_gt_frames
             sample, record, shared = build_sample(clip, frames, fps, gt, sys_audio, labels, gt_cache, same_as_gt)
-            runners[spec.name].add(sample)
-            records[spec.name].append(record)
+            results = runner.score_sample(sample, only=missing)
             for key in _GT_CACHE_KEYS:  # keep what this system computed about the ground truth
                 if key in sample.cache:
                     shared[key] = sample.cache[key]
-            if spec.kind == "baseline" and cfg.write_baseline_videos:
-                path = out_dir / "videos" / safe_name(spec.name) / f"{clip.clip_id}.mp4"
-                write_video(path, frames, clip.fps, audio=sys_audio, audio_rate=AUDIO_RATE, crf=28)
-                spec.videos = {**(spec.videos or {}), clip.clip_id: path}
+            prior = out[spec.name].get(clip.clip_id)
+            scores = ClipScores(record.to_dict(), {**(prior.metrics if prior else {}), **results})
+            store.save(spec, clip, scores)
+            out[spec.name][clip.clip_id] = scores
+    return out
+
+
+def _baseline_video(out_dir: Path, spec: SystemSpec, clip: HeldOutClip) -> Path:
+    return out_dir / "videos" / safe_name(spec.name) / f"{clip.clip_id}.mp4"
+
+
+def shared_clips(clips: list[HeldOutClip], scored: dict[str, dict[str, ClipScores]]) -> list[str]:
+    """The clips every system was scored on (in held-out order)."""
+    return [c.clip_id for c in clips if all(c.clip_id in by_clip for by_clip in scored.values())]
+
+
+def compare_systems(systems: list[SystemSpec], scored: dict, runner: MetricRunner, shared: list[str]) -> dict:
+    """{system: {other system: {metric: difference entry}}} for every ordered pair (A - B). Each
+    unordered pair is resampled once; B - A is A - B negated (same resamples, so the same verdict
+    from the other side)."""
+    out = {s.name: {} for s in systems}
+    flip = {"better": "worse", "worse": "better"}
+    for i, a in enumerate(systems):
+        for b in systems[i + 1:]:
+            ra = {cid: v.metrics for cid, v in scored[a.name].items()}
+            rb = {cid: v.metrics for cid, v in scored[b.name].items()}
+            forward = runner.compare(ra, rb, shared)
+            out[a.name][b.name] = forward
+            out[b.name][a.name] = {
+                k: {**d, "difference": _neg(d["difference"]), "ci_low": _neg(d["ci_high"]),
+                    "ci_high": _neg(d["ci_low"]), "verdict": flip.get(d["verdict"], d["verdict"])}
+                for k, d in forward.items()}
+    return out
+
+
+def _neg(x):
+    return None if x is None else -x
+
+
+def calibration_entries(clips: list[HeldOutClip], scored: dict, runner: MetricRunner, shared: list[str]) -> tuple[dict, dict]:
+    """The ground-truth-halves baseline: each set-level metric on one identity half of the shared
+    clips' ground-truth features against the other half. Returns (metrics entries, split)."""
+    a_ids, b_ids = identity_halves({c.clip_id: c.row.get("group", c.clip_id) for c in clips if c.clip_id in shared})
+    split = {"by": "manifest group (identity)", "half_a": a_ids, "half_b": b_ids}
+    reason = "unavailable: set-level calibration only (ground truth against ground truth)"
+    entries = {}
+    for m in runner.metrics:
+        common = {"level": m.level, "description": getattr(m, "description", ""), "weights": list(m.weights),
+                  "protocol": _jsonable(m.protocol()), "n_shared": len(shared)}
+        if m.level != "set":
+            for key, direction in output_directions(m).items():
+                entries[key] = {"value": None, "ci_low": None, "ci_high": None, "direction": direction,
+                                "status": reason, "n": 0, "partial": False, **common}
+            continue
+        # The real features of a clip are the same whichever system carried them: take the first.
+        feats = {}
+        for by_clip in scored.values():
+            for cid in shared:
+                r = by_clip.get(cid) and by_clip[cid].metrics.get(m.name)
+                if cid not in feats and r is not None and r.real is not None and not r.error:
+                    feats[cid] = r.real
+        gen, real = [feats[c] for c in a_ids if c in feats], [feats[c] for c in b_ids if c in feats]
+        status = runner.status[m.name]
+        if status != "ok" or not gen or not real:
+            why = status if status != "ok" else f"unavailable: too few clips for two identity halves ({len(a_ids)}, {len(b_ids)})"
+            entries[m.name] = {"value": None, "ci_low": None, "ci_high": None, "direction": m.direction,
+                               "status": why, "n": 0, "partial": False, **common}
+            continue
+        try:
+            value = float(m.aggregate(gen, real))
+        except DEGENERATE as exc:
+            value, why = float("nan"), f"unavailable: degenerate aggregate ({type(exc).__name__}: {exc})"
+        else:
+            why = "unavailable: the aggregate was not finite (too few features for a covariance?)"
+        ok = np.isfinite(value)
+        entries[m.name] = {"value": clean_number(value) if ok else None, "ci_low": None, "ci_high": None,
+                           "direction": m.direction, "status": "ok" if ok else why, "n": len(gen) + len(real),
+                           "partial": False, "samples": {"half_a_clips": len(gen), "half_b_clips": len(real)},
+                           **common}
+    return entries, split
+
+
+def score(dataset: str | os.PathLike, systems: list[SystemSpec], out_dir: str | os.PathLike,
+          metrics: list[Metric] | None = None, cfg: ScoreConfig | None = None,
+          clips: list[HeldOutClip] | None = None, weights_dir: str | None = None,
+          device: str = "cpu") -> list[Path]:
+    """Score every system (and the baselines) on the held-out clips; write one JSON each.
+
+    The named steps: check_inputs -> score_clips (per clip, cached; under `accelerate launch` each
+    process scores its share of the clips) -> shared_clips -> per-system entries -> compare_systems
+    -> calibration_entries -> write_documents (the main process only)."""
+    cfg = cfg or ScoreConfig()
+    dataset, out_dir = Path(dataset), Path(out_dir)
+    clips, systems, metrics = check_inputs(dataset, systems, metrics, cfg, clips, weights_dir, device)
     env = environment(metrics, weights_dir)
+    runner = MetricRunner(metrics, cfg.bootstrap)
+    store = ClipStore(out_dir / "cache", metrics, env["weights"])
+    rank, world = process_rank()
+    if world > 1:      # each process fills the store for its clips; the main one then reads them all
+        score_clips(dataset, shard(clips, rank, world), systems, runner, store, cfg, out_dir)
+        wait_for_everyone(world)
+        if rank != 0:
+            return []
+    scored = score_clips(dataset, clips, systems, runner, store, cfg, out_dir)
+    shared = shared_clips(clips, scored)
+    clip_ids = [c.clip_id for c in clips]
+    tables = {s.name: runner.results({cid: v.metrics for cid, v in scored[s.name].items()}, clip_ids, shared)
+              for s in systems}
+    comparisons = compare_systems(systems, scored, runner, shared)
+    documents = [(spec, tables[spec.name], comparisons[spec.name], None) for spec in systems]
+    if cfg.baselines:
+        entries, split = calibration_entries(clips, scored, runner, shared)
+        documents.append((SystemSpec(name=CALIBRATION.name, kind="baseline", baseline=CALIBRATION),
+                          (entries, {cid: {} for cid in clip_ids}), {}, split))
+    return write_documents(documents, dataset, clips, shared, scored, cfg, env, out_dir)
+
+
+def write_documents(documents, dataset: Path, clips: list[HeldOutClip], shared: list[str], scored: dict,
+                    cfg: ScoreConfig, env: dict, out_dir: Path) -> list[Path]:
     common = {"dataset": {"path": str(dataset.resolve()), "manifest_sha256": manifest_hash(dataset),
-                          "split": cfg.split, "n_clips": len(clips)},
+                          "split": cfg.split, "n_clips": len(clips), "n_shared": len(shared),
+                          "shared_clips": shared},
               "env": env}
     written = []
-    for spec in systems:
-        metric_entries, per_clip = runners[spec.name].results()
+    for spec, (metric_entries, per_clip), comparisons, split in documents:
+        records = [v.record for v in scored.get(spec.name, {}).values()]
         prefix = "baseline_" if spec.kind == "baseline" else ""
         path = out_dir / f"{prefix}{safe_name(spec.name)}.json"
+        videos = dict(spec.videos or {})
+        if spec.baseline is not None and cfg.write_baseline_videos and not spec.baseline.set_level_only:
+            videos = {c.clip_id: _baseline_video(out_dir, spec, c) for c in clips}
         doc = {
             "schema": SCHEMA,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "system": {"name": spec.name, "kind": spec.kind, "path": spec.path, "config": spec.config,
                        "step": spec.step, "meta": spec.meta,
-                       "description": spec.baseline.description if spec.baseline else None},
+                       "description": spec.baseline.description if spec.baseline else None,
+                       "reuses": spec.baseline.reuses if spec.baseline else None,
+                       "n_scored": len(scored.get(spec.name, {})), **({"split": split} if split else {})},
             "settings": {"generation": spec.generation,
                          "scoring": {**asdict(cfg.bootstrap), "split": cfg.split, "max_clips": cfg.max_clips,
                                      "shift_frames": cfg.shift_frames, "audio_rate": AUDIO_RATE}},
             **common,
-            "alignment": {"rule": ALIGNMENT_RULE, "summary": summarise(records[spec.name]),
-                          "clips": {r.clip_id: r.to_dict() for r in records[spec.name]}},
+            "alignment": {"rule": ALIGNMENT_RULE, "summary": summarise([AlignmentRecord(**{
+                              **{k: v for k, v in r.items() if k != "changed"},
+                              "gt_size": tuple(r["gt_size"]), "gen_size": tuple(r["gen_size"])}) for r in records]),
+                          "clips": {r["clip_id"]: r for r in records}},
             "metrics": metric_entries,
+            "comparisons": comparisons,
             "per_clip": per_clip,
-            "videos": {cid: relative_or_absolute(p, out_dir) for cid, p in (spec.videos or {}).items()},
+            "videos": {cid: relative_or_absolute(p, out_dir) for cid, p in videos.items()},
         }
         written.append(write_results(doc, path))
     return written
@@ -357,16 +626,3 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "dirty": None}
     return {"git_commit": commit or None, "dirty": dirty if commit else None}
-
-
-def weights_hashes(names: list[str], weights_dir: str | None = None) -> dict:
-    """{registry name: sha256 of the file used, or null when it is absent} via eval.weights."""
-    from eval import weights as registry
-    out = {}
-    for n in names:
-        try:
-            path = registry.find_weights(n, weights_dir)
-        except KeyError:  # a metric naming weights the registry does not know: recorded, not guessed
-            path = None
-        out[n] = registry.sha256_of(path) if path is not None else None
-    return out

@@ -2,16 +2,25 @@
 
 ```
 {
-  "schema": "emo-eval-results/1",
+  "schema": "emo-eval-results/2",
   "created": ISO time (UTC),
   "system":   {name, kind: checkpoint|directory|baseline, path, config (checkpoint's config.yaml),
-               step, meta (checkpoint's meta.json), description (baselines)},
+               step, meta (checkpoint's meta.json), description and reuses (baselines: what they take
+               from the ground truth), n_scored (clips this system could be scored on),
+               split (the calibration baseline's identity halves)},
   "settings": {generation: {...}, scoring: {n_bootstrap, ci, seed, shift_frames, ...}},
-  "dataset":  {path, manifest_sha256, split, n_clips},
+  "dataset":  {path, manifest_sha256, split, n_clips, n_shared, shared_clips (the clips every
+               system was scored on: all numbers below are over these)},
   "alignment": {rule, summary: {counts}, clips: {clip_id: what the rule changed}},
   "metrics":  {name: {value, ci_low, ci_high, direction: higher|lower, status: "ok" | "unavailable: ...",
-                      n (clips with a value), n_bootstrap, level: clip|set, description, weights,
-                      seconds, frames_per_second, errors: {clip_id: message} (only when some failed)}},
+                      n (shared clips with a value), n_shared, partial (n < n_shared: never ranked
+                      as complete), n_bootstrap, interval (how it was made), level: clip|set,
+                      description, weights, protocol {detector, crop, frames, resize, route, ...},
+                      samples (set-level: clips and feature rows), seconds, frames_per_second,
+                      errors: {clip_id: message} (only when some failed)}},
+  "comparisons": {other system: {metric: {difference (this - other), ci_low, ci_high, n,
+                  verdict: better | worse | not separable | unavailable: ...}}} (paired bootstrap
+                  over the shared clips; "better" only when the interval excludes zero),
   "per_clip": {clip_id: {metric: value}},
   "videos":   {clip_id: path of the scored video, relative to this JSON's folder when inside it},
   "env":      {packages: {name: version}, weights: {registry name: sha256 | null}, python, platform,
@@ -30,7 +39,7 @@ from pathlib import Path
 
 from emo.fileio import atomic_write
 
-SCHEMA = "emo-eval-results/1"
+SCHEMA = "emo-eval-results/2"
 SYSTEM_KINDS = ("checkpoint", "directory", "baseline")
 DIRECTIONS = ("higher", "lower")
 TOP_KEYS = ("schema", "system", "settings", "dataset", "alignment", "metrics", "per_clip", "env")
@@ -94,6 +103,15 @@ def validate_results(doc: dict) -> dict:
             raise ResultsError(f"metrics[{name!r}] is 'ok' but has no value")
         if status != "ok" and m["value"] is not None:
             raise ResultsError(f"metrics[{name!r}] is unavailable but carries a value")
+    comparisons = doc.get("comparisons", {})
+    if not isinstance(comparisons, dict) or not all(isinstance(v, dict) for v in comparisons.values()):
+        raise ResultsError("comparisons must be an object of objects")
+    for other, by_metric in comparisons.items():
+        for name, c in by_metric.items():
+            _need(c, ("difference", "ci_low", "ci_high", "n", "verdict"), f"comparisons[{other!r}][{name!r}]")
+            if c["verdict"] not in ("better", "worse", "not separable") and not str(c["verdict"]).startswith("unavailable"):
+                raise ResultsError(f"comparisons[{other!r}][{name!r}].verdict {c['verdict']!r} is not one of "
+                                   "better | worse | not separable | unavailable: ...")
     per_clip = doc["per_clip"]
     if not isinstance(per_clip, dict):
         raise ResultsError("per_clip must be an object")

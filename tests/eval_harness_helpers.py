@@ -166,3 +166,35 @@ def write_generated(folder: Path, dataset: Path, clip_ids: list[str], fps: float
                   for i in idx]
         write_video(folder / f"{cid}.mp4", frames, fps, crf=20)
     return folder
+
+
+# --- a stand-in for MediaPipe with known answers ----------------------------------------------
+
+def fake_face_track(frames: np.ndarray, fps: float = FPS):
+    """A FaceTrack without MediaPipe: a face is "found" in a frame unless the frame is black (mean
+    < 10); landmarks are a fixed template moved and opened with the frame's brightness, the blink
+    score follows the top rows' brightness. Deterministic, so a system equal to the ground truth
+    measures exactly as the ground truth and a changed one measurably differently."""
+    from eval.metrics.base import FaceTrack
+    t = len(frames)
+    rng = np.random.default_rng(0)
+    template = rng.uniform(10, 50, (478, 3)).astype(np.float32)
+    track = FaceTrack(landmarks=np.full((t, 478, 3), np.nan, np.float32),
+                      blendshapes=np.full((t, 52), np.nan, np.float32),
+                      pose=np.full((t, 3), np.nan, np.float32),
+                      rotations=np.full((t, 3, 3), np.nan, np.float32),
+                      boxes=np.full((t, 4), np.nan, np.float32))
+    for i, f in enumerate(frames):
+        level = float(f.mean())
+        if level < 10:
+            continue
+        lm = template.copy()
+        lm[:, :2] += level / 10.0
+        from eval.metrics.lmd import LIPS
+        lm[list(LIPS), 1] *= 1.0 + float(f[f.shape[0] // 2:].mean()) / 255.0     # mouth opens with the lower half
+        track.landmarks[i] = lm
+        track.blendshapes[i] = float(f[: max(1, f.shape[0] // 8)].mean()) / 255.0
+        track.pose[i] = (level / 20.0, 0.0, 0.0)
+        track.rotations[i] = np.eye(3)
+        track.boxes[i] = (8, 8, f.shape[1] - 8, f.shape[0] - 8)
+    return track

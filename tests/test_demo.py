@@ -29,9 +29,9 @@ def test_demo_builds_every_product(demo_root):
     assert (root / "manifests/sample/manifest.parquet").is_file()
     assert sorted(p.name for p in (root / "checkpoints/tiny").glob("step-*")) == ["step-000003", "step-000006"]
     results = sorted(p.name for p in (root / "results/sample").glob("*.json"))
-    assert results == ["baseline_audio_shifted_+5.json", "baseline_ground_truth.json",
+    assert results == ["baseline_audio_shifted_+5.json", "baseline_ground_truth.json", "baseline_ground_truth_halves.json",
                        "baseline_reference_repeated.json", "tiny_step-000003.json", "tiny_step-000006.json"]
-    steps = sorted(json.loads((root / "results/sample" / r).read_text())["system"]["step"] for r in results[3:])
+    steps = sorted(json.loads((root / "results/sample" / r).read_text())["system"]["step"] for r in results[4:])
     assert steps == [3, 6]
     report = root / "reports/sample/index.html"
     assert f"Report: {report}" in out
@@ -60,7 +60,8 @@ def test_report_shows_checkpoints_baselines_and_plots(demo_root, tmp_path, chrom
     dom = run_chromium(chromium, ["--virtual-time-budget=5000", "--dump-dom", url], tmp_path, timeout=120).stdout
     table = re.search(r'<table id="metrics-table">.*?</table>', dom, re.S).group(0)
     assert re.findall(r'data-system="([^"]+)"', table) == [
-        "tiny/step-000003", "tiny/step-000006", "ground_truth", "reference_repeated", "audio_shifted_+5"]
+        "tiny/step-000003", "tiny/step-000006", "ground_truth", "reference_repeated", "audio_shifted_+5",
+        "ground_truth_halves"]
     body = re.search(r"<body[^>]*>", dom).group(0)
     assert int(re.search(r'data-images="(\d+)"', body).group(1)) >= 3        # plots + frame strips
     assert re.search(r'data-broken-images="(\d+)"', body).group(1) == "0"

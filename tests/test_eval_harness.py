@@ -40,7 +40,8 @@ def test_held_out_set_is_the_test_split(dataset):
 
 def test_every_run_has_the_baselines_and_valid_json(scored):
     docs, written = scored
-    assert set(docs) == {"sysA", "baseline_ground_truth", "baseline_reference_repeated", "baseline_audio_shifted_+5"}
+    assert set(docs) == {"sysA", "baseline_ground_truth", "baseline_reference_repeated", "baseline_audio_shifted_+5",
+                         "baseline_ground_truth_halves"}
     for d in docs.values():
         assert d["dataset"]["n_clips"] == 4 and len(d["dataset"]["manifest_sha256"]) == 64
         assert "numpy" in d["env"]["packages"] and d["env"]["weights"] == {"syncnet": None}
@@ -115,9 +116,16 @@ def test_unreadable_generated_video_stops_before_scoring(dataset, tmp_path):
 
 
 def _fake_generate_module(calls):
+    """emo.generate without the model: same settings accepted (those of the real generate_video,
+    anything else is a TypeError as there), frames = the reference image repeated."""
+    import inspect
+    import emo.generate as real
+    accepted = inspect.signature(real.generate_video)
+
     def generate_batch(checkpoint, items, out_dir, **settings):
         from emo.media import load_audio, write_video
         from PIL import Image
+        accepted.bind_partial(**settings)          # TypeError on a setting generate_video does not take
         calls.append((checkpoint, len(items), settings))
         for it in items:
             ref = np.asarray(Image.open(it["image"]).convert("RGB"))
@@ -141,15 +149,15 @@ def test_checkpoint_folder_of_steps_scored_per_step(dataset, tmp_path, monkeypat
     monkeypatch.setattr(metrics_pkg, "all_metrics", lambda weights_dir=None, **kw: toy_metrics()[:1], raising=False)
     out = tmp_path / "results"
     res = CliRunner().invoke(cli, ["score", "--dataset", str(dataset), "--checkpoint", str(root), "--out", str(out),
-                                   "--max-clips", "2", "--n-bootstrap", "50", "--gen", "num_steps=3",
+                                   "--max-clips", "2", "--n-bootstrap", "50", "--gen", "steps=3",
                                    "--no-baselines"])
     assert res.exit_code == 0, res.output
     docs = [read_results(p) for p in sorted(out.glob("*.json"))]
     assert sorted(d["system"]["step"] for d in docs) == [100, 300]
     assert sorted(d["system"]["meta"]["step"] for d in docs) == [100, 300]
     assert all(d["system"]["kind"] == "checkpoint" and d["system"]["config"] == {"model": "tiny"} for d in docs)
-    assert all(d["settings"]["generation"] == {"crop": False, "num_steps": 3} for d in docs)
-    assert len(calls) == 2 and calls[0][1] == 2 and calls[0][2] == {"crop": False, "num_steps": 3}
+    assert all(d["settings"]["generation"] == {"crop": False, "steps": 3} for d in docs)
+    assert len(calls) == 2 and calls[0][1] == 2 and calls[0][2] == {"crop": False, "steps": 3}
     assert all(d["metrics"]["pixel_l1"]["value"] > 0 for d in docs)   # a still image is not the clip
 
 
@@ -188,7 +196,6 @@ def test_benchmark_writes_frames_per_second(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_real_emo_checkpoint_is_rendered_and_scored(tmp_path):
     """The real emo.generate.generate_batch on an untrained tiny checkpoint (contract check)."""
-    pytest.importorskip("emo.generate")
     from emo.models.emo_model import EMOModel
     ds = make_dataset(tmp_path / "ds", n_test=1, n_frames=6)
     ckpt = tmp_path / "ckpt"

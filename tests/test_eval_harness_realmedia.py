@@ -1,7 +1,7 @@
 """The harness with the real MediaPipe-based metrics on a real talking-face clip (../shared):
-the audio-shifted baseline must move the landmark sync offset by exactly its shift, the ground
-truth must have zero landmark distance, and MediaPipe must run once for frames shared by
-baselines."""
+the audio-shifted baseline must move the signed landmark sync offset by exactly +shift (audio
+late), the ground truth must have zero landmark distance, and MediaPipe must run once for frames
+shared by baselines (counted, not timed)."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,21 +31,43 @@ def real_dataset(shared_data, mediapipe_dir, tmp_path_factory):
     return root
 
 
-def test_real_landmark_metrics_see_the_baselines(real_dataset, tmp_path):
-    from eval.harness import ScoreConfig, score
+def test_real_landmark_metrics_see_the_baselines(real_dataset, tmp_path, monkeypatch):
+    import eval.metrics.base as base
+    from eval.baselines import shift_audio
+    from eval.harness import ScoreConfig, load_heldout, score
     from eval.metrics import LMD, LandmarkSync
+    from eval.metrics.base import ClipSample
     from eval.results import read_results
     from eval.scoring import BootstrapConfig
 
+    analysed = []
+    real_analyse = base.analyse_frames
+
+    def counting(frames, fps, model_dir=None):
+        analysed.append(len(frames))
+        return real_analyse(frames, fps, model_dir)
+    monkeypatch.setattr(base, "analyse_frames", counting)
     written = score(real_dataset, [], tmp_path, metrics=[LandmarkSync(), LMD()],
-                    cfg=ScoreConfig(shift_frames=5, bootstrap=BootstrapConfig(n_bootstrap=50)))
+                    cfg=ScoreConfig(shift_frames=5, write_baseline_videos=False,
+                                    bootstrap=BootstrapConfig(n_bootstrap=50)))
     docs = {p.stem: read_results(p) for p in written}
     gt = docs["baseline_ground_truth"]["metrics"]
     shifted = docs["baseline_audio_shifted_+5"]["metrics"]
     still = docs["baseline_reference_repeated"]["metrics"]
     assert gt["lmd"]["value"] == 0.0 and still["lmd"]["value"] > 0.005
-    g = gt["lm_sync_offset_abs"]["value"]
-    assert shifted["lm_sync_offset_abs"]["value"] in (abs(g + 5), abs(-g + 5))
     assert gt["lm_sync_confidence"]["value"] > still["lm_sync_confidence"]["value"]
-    # the shifted baseline's frames are the ground truth's: MediaPipe was not run again for it
-    assert shifted["lm_sync_confidence"]["seconds"] < 0.3 * gt["lm_sync_confidence"]["seconds"]
+    # MediaPipe ran once for the ground-truth frames (shared by the ground-truth and shifted
+    # baselines) and once for the still frames: frame analyses are shared, not repeated.
+    assert len(analysed) == 2
+
+    # The sign: the shifted baseline delays the audio (late), so the signed offset moves by +5.
+    clip = load_heldout(real_dataset)[0]
+    frames, audio = read_frames(clip.video), load_audio(clip.video)
+    metric = LandmarkSync()
+    sample = ClipSample(clip.clip_id, clip.fps, frames, frames, frames[0], audio)
+    in_sync = metric.measure(sample)
+    sample.audio = shift_audio(audio, 16000, clip.fps, 5)
+    late = metric.measure(sample)
+    assert late.offset - in_sync.offset == 5
+    assert shifted["lm_sync_offset_abs"]["value"] == abs(late.offset)
+    assert gt["lm_sync_offset_abs"]["value"] == abs(in_sync.offset)

@@ -102,7 +102,7 @@ def test_set_level_bootstrap_resamples_clips():
 
 
 def _doc():
-    return {"schema": "emo-eval-results/1",
+    return {"schema": "emo-eval-results/2",
             "system": {"name": "a", "kind": "directory", "path": "/x", "config": None, "step": None},
             "settings": {}, "dataset": {"path": "/d", "manifest_sha256": "0" * 64, "split": "test", "n_clips": 1},
             "alignment": {"rule": "r", "summary": {}, "clips": {}},
@@ -132,10 +132,10 @@ def test_runner_records_failures_per_clip_and_never_calls_unavailable():
     from eval.metrics.base import ClipSample
 
     runner = MetricRunner([FailsOnOneClip(), MissingWeights()], BootstrapConfig(n_bootstrap=50))
-    for cid in ("clip00", "clip01", "clip02"):
-        f = np.zeros((2, 4, 4, 3), np.uint8)
-        runner.add(ClipSample(cid, 25.0, f, f, f[0], np.zeros(1280, np.float32)))
-    metrics, per_clip = runner.results()
+    ids = ["clip00", "clip01", "clip02"]
+    f = np.zeros((2, 4, 4, 3), np.uint8)
+    results = {cid: runner.score_sample(ClipSample(cid, 25.0, f, f, f[0], np.zeros(1280, np.float32))) for cid in ids}
+    metrics, per_clip = runner.results(results, ids, ids)
     assert metrics["flaky"]["n"] == 2 and "clip01" in metrics["flaky"]["errors"]
     assert per_clip["clip01"]["flaky"] is None
     assert metrics["needs_weights"]["status"].startswith("unavailable: ") and metrics["needs_weights"]["value"] is None

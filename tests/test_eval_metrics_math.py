@@ -114,6 +114,14 @@ def test_ssim_and_psnr_match_scikit_image_frame_by_frame():
         assert ours_ssim[i] == pytest.approx(ref, abs=1e-7)
         assert ours_psnr[i] == pytest.approx(peak_signal_noise_ratio(a[i], b[i], data_range=255), abs=1e-9)
     assert ssim_frames(a, a) == pytest.approx(np.ones(3))
+    # identical frames take the exact shortcut; the others are still computed (mixed case)
+    mixed = a.copy()
+    mixed[1] = b[1]
+    got = ssim_frames(mixed, a)
+    assert got[0] == 1.0 and got[2] == 1.0
+    assert got[1] == pytest.approx(structural_similarity(b[1], a[1], gaussian_weights=True, sigma=1.5,
+                                                         use_sample_covariance=False, data_range=255,
+                                                         channel_axis=-1), abs=1e-9)
 
 
 @pytest.mark.parametrize("late", [-4, 0, 3])
@@ -128,10 +136,10 @@ def test_sync_protocol_finds_a_known_shift_in_constructed_embeddings(late):
             audio[t + late] = video[t]
     s = sync_scores(video, audio, vshift=15)
     assert s.offset == late
-    # At the right shift every matched pair is at distance ~0; only the |late| frames whose partner
-    # falls outside the clip (zero padding or an unrelated vector) contribute, each at most ~2.
-    assert s.min_dist == pytest.approx(float(s.mean_dists.min()))
-    assert s.min_dist <= 2.0 * abs(late) / n + 1e-4
+    # Known answer: at the right shift every matched pair is at distance 0 and the |late| frames
+    # whose partner falls outside the clip meet the zero padding, at distance |unit vector| = 1.
+    assert s.min_dist == pytest.approx(abs(late) / n, abs=1e-4)
+    assert s.mean_dists[15 + late] == pytest.approx(abs(late) / n, abs=1e-4)     # index of shift +late
     assert s.confidence > 1.0                              # unrelated unit vectors are ~sqrt(2) apart
     assert len(s.mean_dists) == 31
 

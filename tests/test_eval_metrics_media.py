@@ -48,15 +48,30 @@ def test_landmark_sync_recovers_a_known_audio_shift(talking):
         sample.audio = original
 
 
-def test_landmark_figures_see_ground_truth_as_perfect_and_a_lag_as_not(talking):
-    from eval.metrics.base import ClipSample, FaceTrack
+def test_landmark_figures_measure_known_differences(talking):
+    """The generated video differs from the ground truth in known ways, each measured with its own
+    MediaPipe analysis: a still frame (no head motion, no blinks) must score the ground truth's own
+    head-pose range, head speed and blink rate as its errors; a 3-frame lag must move the mouth."""
     from eval.metrics import LMD, BlinkRate, HeadPose
+    from eval.metrics.base import ClipSample, FaceTrack, finite_mean, sample_landmarks
+    from eval.metrics.blink import blink_rate
+    from eval.metrics.head_pose import head_speeds, pose_range
 
     sample, track = talking
     assert track.found.mean() > 0.95
-    assert LMD().score_clip(sample) == 0.0
-    assert HeadPose().score_clip(sample) == {"head_pose_range_error": 0.0, "head_speed_w1": 0.0}
-    assert BlinkRate().score_clip(sample) == 0.0
+    still = ClipSample("still", sample.fps, np.repeat(sample.ground_truth[:1], sample.n_frames, 0),
+                       sample.ground_truth, sample.reference, sample.audio)
+    still.cache[("face_track", "ground_truth")] = track
+    still_track = sample_landmarks(still, "generated")            # MediaPipe on the still frames
+    assert still_track.found.all()
+    assert np.nanmax(np.ptp(still_track.pose, axis=0)) < 1.0     # the still video does not move (degrees)
+    pose = HeadPose().score_clip(still)
+    assert pose["head_pose_range_error"] == pytest.approx(finite_mean(pose_range(track.pose)), abs=1.0)
+    assert pose["head_pose_range_error"] > 2.0                     # the clip's head does move
+    assert pose["head_speed_w1"] == pytest.approx(float(np.mean(head_speeds(track.rotations))), abs=0.1)
+    gt_blinks = blink_rate(track.blendshapes, sample.fps)
+    assert BlinkRate().score_clip(still) == pytest.approx(gt_blinks)
+    assert LMD().score_clip(still) > 0.01
     # A generated video that lags the ground truth by 3 frames has wrong mouth shapes per frame.
     lag = 3
     gen = np.concatenate([np.repeat(sample.ground_truth[:1], lag, 0), sample.ground_truth[:-lag]])
@@ -66,6 +81,7 @@ def test_landmark_figures_see_ground_truth_as_perfect_and_a_lag_as_not(talking):
                for k in ("landmarks", "blendshapes", "pose", "rotations", "boxes")}
     lagged.cache[("face_track", "generated")] = FaceTrack(**shifted)
     assert LMD().score_clip(lagged) > 0.005
+    assert HeadPose().score_clip(lagged)["head_pose_range_error"] < 1.0    # same poses, only later
 
 
 def test_syncnet_face_crops_hold_the_face_and_windows_fit_the_audio(talking):

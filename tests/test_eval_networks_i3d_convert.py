@@ -9,10 +9,11 @@ from eval.networks.i3d import InceptionI3d, convert_torchscript_file
 
 
 class _Detector(torch.nn.Module):
-    def __init__(self, traced, scale: float):
+    def __init__(self, traced, scale: float, antialias: bool = False):
         super().__init__()
         self.i3d = traced
         self.scale = scale
+        self.antialias = antialias
 
     def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False):
         x = x.float()
@@ -21,7 +22,7 @@ class _Detector(torch.nn.Module):
         if resize:
             b, c, t, h, w = x.shape
             x = F.interpolate(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), size=(224, 224),
-                              mode="bilinear", align_corners=False)
+                              mode="bilinear", align_corners=False, antialias=self.antialias)
             x = x.reshape(b, t, c, 224, 224).permute(0, 2, 1, 3, 4)
         return self.i3d(x).mean(2)
 
@@ -38,6 +39,8 @@ def test_conversion_checks_outputs_before_writing(tmp_path):
     good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
     torch.jit.script(_Detector(traced, 127.5)).save(str(good))
     torch.jit.script(_Detector(traced, 255.0)).save(str(bad))       # a different input scaling
+    aliased = tmp_path / "antialias.pt"   # same upsampling, different downsampling (antialiased resize)
+    torch.jit.script(_Detector(traced, 127.5, antialias=True)).save(str(aliased))
 
     out = convert_torchscript_file(good, tmp_path / "i3d.safetensors")
     from safetensors.torch import load_file
@@ -47,6 +50,9 @@ def test_conversion_checks_outputs_before_writing(tmp_path):
     with pytest.raises(ValueError, match="differs .* in the uint8 rescale/resize preprocessing"):
         convert_torchscript_file(bad, tmp_path / "refused.safetensors")
     assert not (tmp_path / "refused.safetensors").exists()
+    with pytest.raises(ValueError, match=r"in the uint8 downsampling preprocessing \(512 x 512\)"):
+        convert_torchscript_file(aliased, tmp_path / "refused2.safetensors")
+    assert not (tmp_path / "refused2.safetensors").exists()
 
 
 def test_conversion_refuses_unmappable_parameter_names(tmp_path):

@@ -43,7 +43,8 @@ def report(results):
 def test_table_marks_best_and_directions(results):
     data = build_report_data(results[0])
     assert [s.name for s in data.evaluated] == ["good", "bad"]
-    assert [s.name for s in data.baselines] == ["ground_truth", "reference_repeated", "audio_shifted_+5"]
+    assert [s.name for s in data.baselines] == ["ground_truth", "reference_repeated", "audio_shifted_+5",
+                                                "ground_truth_halves"]
     assert data.cells[("good", "pixel_l1")].best and not data.cells[("bad", "pixel_l1")].best
     assert not data.cells[("ground_truth", "pixel_l1")].best          # baselines are never ranked
     assert data.cells[("good", "needs_weights")].text == "unavailable"
@@ -52,7 +53,8 @@ def test_table_marks_best_and_directions(results):
     from eval.report.data import grouped_unavailable
     assert ("needs_weights" in grouped_unavailable(data)[0][1]) and grouped_unavailable(data)[0][2] == "all systems"
     assert any("bad: the alignment rule changed 3 of 3" in w for w in data.warnings)
-    assert data.cells[("good", "flaky")].text.endswith("(2/3 clips)")          # clip01 failed
+    assert data.cells[("good", "flaky")].text.endswith("(partial: 2/3 clips)")          # clip01 failed
+    assert not data.cells[("good", "flaky")].best and not data.cells[("bad", "flaky")].best   # partial: no star
     from eval.report.data import metric_errors
     system, metric, n_failed, first = metric_errors(data)[0]
     assert (system, metric, n_failed) == ("good", "flaky", 1)
@@ -93,7 +95,7 @@ def test_step_plot_only_for_runs_of_one_training(results, tmp_path):
 
 def test_bad_results_file_is_refused(tmp_path):
     bad = tmp_path / "x.json"
-    bad.write_text(json.dumps({"schema": "emo-eval-results/1"}))
+    bad.write_text(json.dumps({"schema": "emo-eval-results/0"}))
     with pytest.raises(ResultsError, match="x.json"):
         build_report([bad], tmp_path / "out")
     res = CliRunner().invoke(cli, ["report", str(bad), "--out", str(tmp_path / "out")])
@@ -112,12 +114,27 @@ def test_report_as_rendered_in_chromium(report, tmp_path, chromium):
     assert n_images >= 2 + 2 * 4 and broken == 0
     table = re.search(r'<table id="metrics-table">.*?</table>', dom, re.S).group(0)
     columns = re.findall(r'data-system="([^"]+)"', table)
-    assert columns == ["good", "bad", "ground_truth", "reference_repeated", "audio_shifted_+5"]
+    assert columns == ["good", "bad", "ground_truth", "reference_repeated", "audio_shifted_+5", "ground_truth_halves"]
     metric_rows = re.findall(r'data-metric="([^"]+)"', table)
-    assert metric_rows[:3] == ["pixel_l1", "toy_offset", "toy_conf"] and "needs_weights" in metric_rows
+    assert metric_rows[:3] == ["pixel_l1", "toy_offset", "toy_conf"]
+    # unavailable for every system: not a row of red cells, one grouped line instead
+    assert "needs_weights" not in metric_rows
+    unavailable = re.search(r'<ul id="unavailable">.*?</ul>', dom, re.S).group(0)
+    assert unavailable.count("<li>") == 1 and "needs_weights" in unavailable and "all systems" in unavailable
     pixel_row = re.search(r'data-metric="pixel_l1".*?</tr>', table, re.S).group(0)
     assert pixel_row.count("★") == 1 and re.search(r'class="\s*best[^"]*"[^>]*>[0-9.]+ \[', pixel_row)
-    assert "unavailable" in table
+    flaky_row = re.search(r'data-metric="flaky".*?</tr>', table, re.S).group(0)
+    assert "partial: 2/3 clips" in flaky_row and "★" not in flaky_row        # partial: never starred
+    # the calibration baseline has its set-level number, "n/a" for per-clip metrics
+    fd_row = re.search(r'data-metric="mean_colour_fd".*?</tr>', table, re.S).group(0)
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", fd_row)[-1][0].isdigit() and "n/a" in pixel_row
+    # comparisons: good is better than bad on pixel_l1 (▲ in good's row, bad's column), shown as a matrix
+    matrix = re.search(r'<table class="matrix" data-metric="pixel_l1">.*?</table>', dom, re.S).group(0)
+    heads = re.findall(r"<th>([^<]+)</th>", matrix)
+    good_row = re.findall(r"<td[^>]*>([^<]*)</td>", re.search(r"<tr><td class=\"name\">good</td>.*?</tr>", matrix, re.S).group(0))[1:]
+    assert good_row[heads.index("bad")] == "▲" and good_row[heads.index("ground_truth")] == "▼"
+    protocols = re.search(r'<table id="protocols">.*?</table>', dom, re.S)
+    assert protocols is not None
     assert dom.count("<video") == 5          # GT + good + bad + reference_repeated + audio_shifted
     assert re.search(r'data-videos-failed="(\d+)"', body).group(1) == "0"
     assert re.search(r'data-videos-ready="(\d+)"', body).group(1) == "5"   # every video decodes

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import sha256_file
+from ..fileio import atomic_path, sha256_file
 from .pose import rotation_to_euler
 
 # Official MediaPipe model files (Apache-2.0). Several names are accepted for the landmarker:
@@ -85,12 +85,17 @@ def resolve_mediapipe_model(name: str, model_dir: str | os.PathLike | None = Non
     )
 
 
+class ModelChecksumMismatch(ValueError):
+    pass
+
+
 def fetch_mediapipe_models(dest: str | os.PathLike | None = None) -> list[Path]:
     """Download the MediaPipe model files that cannot be found (needs internet), atomically.
 
     Files go to `dest` (default: ~/.cache/emo/mediapipe, searched automatically). A download whose
-    sha256 differs from the digests recorded here is kept but reported, since Google may update
-    the official file; the digest is printed so it can be pinned.
+    sha256 is not one recorded here is refused before it is moved into place (nothing lands, the
+    error gives the digest): a truncated or substituted file must not be used silently. If Google
+    updates the official file, add its digest to MEDIAPIPE_MODELS after checking it.
     """
     import urllib.request
 
@@ -102,19 +107,23 @@ def fetch_mediapipe_models(dest: str | os.PathLike | None = None) -> list[Path]:
             continue
         except ModelFileMissing:
             pass
-        dest.mkdir(parents=True, exist_ok=True)
         target = dest / spec["files"][0]
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-        try:
-            with urllib.request.urlopen(spec["url"], timeout=60) as response, open(tmp, "wb") as f:
+
+        def download(tmp: Path, url=spec["url"]) -> None:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
                 while block := response.read(1 << 20):
                     f.write(block)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        digest = sha256_file(target)
-        if digest not in spec["sha256"]:
-            print(f"note: {target.name} has sha256 {digest}, not one recorded here (the official file may have been updated)")
+
+        def verify(tmp: Path, spec=spec, target=target) -> None:
+            digest = sha256_file(tmp)
+            if digest not in spec["sha256"]:
+                raise ModelChecksumMismatch(
+                    f"the download of {target.name} from {spec['url']} has sha256 {digest}, not one recorded "
+                    f"in emo.media.face.MEDIAPIPE_MODELS ({', '.join(spec['sha256'])}); refused, nothing written")
+
+        with atomic_path(target) as tmp:     # moved into place only if the block ends normally
+            download(tmp)
+            verify(tmp)                       # checked BEFORE the move
         paths.append(target)
     return paths
 

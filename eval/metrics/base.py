@@ -65,11 +65,21 @@ class Metric:
     description: str = ""             # one line for reports: what the number means
     needs_mediapipe: bool = False     # uses MediaPipe face landmarks (model file checked in status)
     directions: dict = {}             # when score_clip returns a dict: direction per output name
+    # How the number is made, recorded in every results JSON and shown in the report: detector,
+    # crop, frame sampling, resize, what is compared. `protocol()` adds the instance's settings.
+    protocol_fields: dict = {}
 
     def __init__(self, weights_dir: str | Path | None = None, device: str = "cpu"):
         # device: where the networks run ("cpu", "cuda"); MediaPipe always runs on the CPU.
         self.weights_dir = weights_dir
         self.device = device
+
+    def settings(self) -> dict:
+        """The cost/route settings this instance was built with (metrics.yaml), for the protocol."""
+        return {}
+
+    def protocol(self) -> dict:
+        return {**self.protocol_fields, **self.settings()}
 
     # -- availability -------------------------------------------------------------------------
     def status(self) -> str:
@@ -163,6 +173,43 @@ def sample_landmarks(sample: ClipSample, which: Literal["generated", "ground_tru
     if key not in sample.cache:
         sample.cache[key] = analyse_frames(getattr(sample, which), sample.fps)
     return sample.cache[key]
+
+
+# A face metric's clip value counts only when the generated video shows a face in at least this share
+# of the frames where the ground truth shows one. Both sides are measured by the same detector on
+# frames of the same clip, so on real footage the share is ~1 (MediaPipe misses a few frames at
+# most); 0.9 leaves that margin. Below it, averaging over the frames that kept a face would score a
+# generator that destroys faces on what little it kept: the clip is missing instead (the metric is
+# then `partial`) and `face_detection_rate` shows why.
+MIN_FACE_COVERAGE = 0.9
+
+FACE_PROTOCOL = {"detector": "MediaPipe FaceLandmarker (video mode, largest face), both sides",
+                 "frames": "every aligned frame",
+                 "missing face": f"a clip counts only if the generated video has a face in >= {MIN_FACE_COVERAGE:.0%} "
+                                 "of the frames where the ground truth has one; otherwise missing (partial)"}
+
+
+def face_coverage(sample: ClipSample) -> float:
+    """Share of ground-truth face frames in which the generated video also has a face (NaN: no GT face)."""
+    gen, gt = sample_landmarks(sample, "generated").found, sample_landmarks(sample, "ground_truth").found
+    return float((gen & gt).sum() / gt.sum()) if gt.any() else float("nan")
+
+
+def faces_cover(sample: ClipSample) -> bool:
+    cov = face_coverage(sample)
+    return bool(np.isfinite(cov) and cov >= MIN_FACE_COVERAGE)
+
+
+class FaceDetectionRate(Metric):
+    """Always reported, so a generator that destroys faces shows it beside its face metrics."""
+    needs_mediapipe = True
+    name = "face_detection_rate"
+    direction = "higher"
+    description = "share of generated frames in which a face is found (ground truth: see its baseline)"
+    protocol_fields = {"detector": FACE_PROTOCOL["detector"], "frames": "every aligned generated frame"}
+
+    def score_clip(self, sample: ClipSample) -> float:
+        return float(sample_landmarks(sample, "generated").found.mean())
 
 
 def device_of(module) -> "torch.device":

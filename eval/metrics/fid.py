@@ -72,6 +72,15 @@ class _InceptionFeatures(Metric):
         super().__init__(weights_dir, device)
         self.frame_stride, self.batch = max(1, int(frame_stride)), int(batch)
 
+    protocol_fields = {"network": "TF Inception 2015-12-05 pool3 (2048-d), torch-fidelity port",
+                       "resize": "299 x 299, TF1 bilinear (align_corners=False, no antialias) as torch-fidelity; "
+                                 "pytorch-fid and torchmetrics >= 1.8 (antialiased resize) give different numbers",
+                       "frames": "every frame_stride-th aligned frame, generated vs ground truth of the same clips",
+                       "crop": "none (the whole aligned frame)"}
+
+    def settings(self) -> dict:
+        return {"frame_stride": self.frame_stride}
+
     def features(self, sample: ClipSample) -> tuple[np.ndarray, np.ndarray]:
         # FID and KID share the features of a sample.
         key = ("inception_fid", self.frame_stride)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ClipSample, Metric, device_of, finite_mean, sample_landmarks
+from .base import ClipSample, Metric, device_of, faces_cover, finite_mean, sample_landmarks
 
 # insightface face_align.arcface_dst: image-left eye, image-right eye, nose, mouth left, mouth right.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -77,6 +77,15 @@ class FSIM(Metric):
         super().__init__(weights_dir, device)
         self.frame_stride = max(1, int(frame_stride))
 
+    protocol_fields = {"network": "ArcFace iresnet (insightface arcface_torch backbone)",
+                       "crop": "5-point similarity alignment to the 112 x 112 ArcFace template (MediaPipe landmarks)",
+                       "frames": "every frame_stride-th frame with a face; reference = the clip's first frame",
+                       "missing face": "a clip counts only if the generated face is found in >= 90% of the frames "
+                                       "where the ground truth has one"}
+
+    def settings(self) -> dict:
+        return {"frame_stride": self.frame_stride}
+
     def _similarity(self, net, ref_emb, sample, which) -> float:
         frames, track = getattr(sample, which), sample_landmarks(sample, which)
         idx = [i for i in range(0, len(frames), self.frame_stride) if track.found[i]]
@@ -90,7 +99,7 @@ class FSIM(Metric):
         from eval.networks import load_network
         net = load_network("arcface", self.weights_dir).to(self.device)
         ref = reference_landmarks(sample)
-        if ref is None:
+        if ref is None or not faces_cover(sample):
             return {"f_sim": float("nan"), "f_sim_gap": float("nan")}
         ref_emb = embed(net, align_face(sample.reference, ref)[None])[0]
         gen = self._similarity(net, ref_emb, sample, "generated")

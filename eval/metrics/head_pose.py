@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ClipSample, Metric, finite_mean, sample_landmarks
+from .base import FACE_PROTOCOL, ClipSample, Metric, faces_cover, finite_mean, sample_landmarks
 
 
 def pose_range(pose: np.ndarray) -> np.ndarray:
@@ -28,8 +28,12 @@ class HeadPose(Metric):
     directions = {"head_pose_range_error": "lower", "head_speed_w1": "lower"}
     description = "head motion vs ground truth: |pose range difference| (deg) and speed distribution distance (deg/frame)"
 
+    protocol_fields = {**FACE_PROTOCOL, "pose": "MediaPipe facial transformation matrix -> yaw, pitch, roll"}
+
     def score_clip(self, sample: ClipSample) -> dict:
         from scipy.stats import wasserstein_distance
+        if not faces_cover(sample):
+            return {"head_pose_range_error": float("nan"), "head_speed_w1": float("nan")}
         gen, gt = sample_landmarks(sample, "generated"), sample_landmarks(sample, "ground_truth")
         range_err = finite_mean(np.abs(pose_range(gen.pose) - pose_range(gt.pose)))
         sg, st = head_speeds(gen.rotations), head_speeds(gt.rotations)

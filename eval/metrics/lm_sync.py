@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ClipSample, Metric, sample_landmarks
+from .base import FACE_PROTOCOL, ClipSample, Metric, faces_cover, sample_landmarks
 
 
 class LandmarkSync(Metric):
@@ -21,12 +21,19 @@ class LandmarkSync(Metric):
         super().__init__(weights_dir, device)
         self.max_offset = int(max_offset)
 
+    protocol_fields = {**FACE_PROTOCOL, "mouth": "emo.media.lipsync mouth features vs speech envelope"}
+
+    def settings(self) -> dict:
+        return {"max_offset": self.max_offset}
+
     def measure(self, sample: ClipSample, which: str = "generated"):
         from emo.media.lipsync import measure_offset, mouth_features
         mouth = mouth_features(sample_landmarks(sample, which).landmarks)
         return measure_offset(mouth, sample.audio, sample.audio_rate, sample.fps, max_offset=self.max_offset)
 
     def score_clip(self, sample: ClipSample) -> dict:
+        if not faces_cover(sample):
+            return {"lm_sync_offset_abs": float("nan"), "lm_sync_confidence": float("nan")}
         result = self.measure(sample)
         if not np.isfinite(result.curve).any():
             # No face tracked long enough to correlate: no measurement, not "offset 0, confidence 0".

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ClipSample, Metric, finite_mean, sample_landmarks
+from .base import FACE_PROTOCOL, ClipSample, Metric, faces_cover, finite_mean, sample_landmarks
 
 LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
         78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
@@ -33,7 +33,10 @@ class LMD(Metric):
     name = "lmd"
     direction = "lower"
     description = "mouth landmark distance to ground truth (lip shape, centred, in inter-ocular distances)"
+    protocol_fields = {**FACE_PROTOCOL, "points": "40 MediaPipe lip points, centred, / outer-eye-corner distance"}
 
     def score_clip(self, sample: ClipSample) -> float:
+        if not faces_cover(sample):
+            return float("nan")
         return landmark_distance(sample_landmarks(sample, "generated").landmarks,
                                  sample_landmarks(sample, "ground_truth").landmarks)

@@ -32,6 +32,12 @@ class LPIPS(Metric):
         super().__init__(weights_dir, device)
         self.frame_stride = max(1, int(frame_stride))
 
+    protocol_fields = {"network": "LPIPS v0.1, AlexNet", "frames": "every frame_stride-th aligned frame",
+                       "resize": "none beyond the alignment rule", "input": "[-1, 1]"}
+
+    def settings(self) -> dict:
+        return {"frame_stride": self.frame_stride}
+
     def score_clip(self, sample: ClipSample) -> float:
         self.require_available()
         from eval.networks import load_network

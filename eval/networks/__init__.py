@@ -14,11 +14,13 @@ from emo.media.syncnet import SyncNet, load_syncnet
 from emo.weights import load_strict as _strict
 
 from .arcface import IResNet
+from .deep3d import ReconNet, unwrap_checkpoint
 from .i3d import InceptionI3d
 from .inception import FIDInceptionV3
 from .lpips import LPIPSAlex
+from .s3fd import S3FDNet
 
-__all__ = ["FIDInceptionV3", "InceptionI3d", "SyncNet", "IResNet", "LPIPSAlex", "load_network"]
+__all__ = ["FIDInceptionV3", "InceptionI3d", "SyncNet", "IResNet", "LPIPSAlex", "S3FDNet", "ReconNet", "load_network"]
 
 
 def arcface_arch_of(state: dict) -> str:
@@ -29,7 +31,7 @@ def arcface_arch_of(state: dict) -> str:
 
 @lru_cache(maxsize=None)
 def load_network(name: str, weights_dir: str | None = None) -> torch.nn.Module:
-    """name: inception_fid | i3d_fvd | syncnet | arcface | lpips."""
+    """name: inception_fid | i3d_fvd | syncnet | arcface | lpips | s3fd | deep3dfacerecon."""
     from eval.weights import load_state_dict
 
     if name == "inception_fid":
@@ -48,4 +50,8 @@ def load_network(name: str, weights_dir: str | None = None) -> torch.nn.Module:
         net = LPIPSAlex()
         net.load_official(load_state_dict("alexnet", weights_dir), load_state_dict("lpips_alex", weights_dir))
         return net.eval()
+    if name == "s3fd":
+        return _strict(S3FDNet(), load_state_dict("s3fd", weights_dir), name)
+    if name == "deep3dfacerecon":
+        return _strict(ReconNet(), unwrap_checkpoint(load_state_dict("deep3dfacerecon", weights_dir)), name)
     raise KeyError(f"unknown network {name!r}")

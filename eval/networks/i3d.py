@@ -139,7 +139,7 @@ def convert_torchscript_file(src: str | Path, dst: str | Path, atol: float = 1e-
     the archive must map onto ours one-to-one by name (after stripping a common prefix); if they
     do not, or if the two modules disagree on a random video, nothing is written.
     """
-    from eval.weights import save_state_dict_atomic
+    from emo.weights import save_state_dict_atomic   # emo, not eval.weights: eval.weights imports this module
 
     scripted = torch.jit.load(str(src), map_location="cpu").eval()
     theirs = scripted.state_dict()
@@ -155,15 +155,19 @@ def convert_torchscript_file(src: str | Path, dst: str | Path, atol: float = 1e-
         raise ValueError(f"{src}: cannot map {len(missing)} of our keys (e.g. {missing[:5]}) onto the "
                          f"TorchScript parameters (e.g. {list(theirs)[:5]}); not converted")
     ours.load_state_dict(mapped, strict=True)
-    # Two checks, so a failure says which part differs: the network alone (a [-1, 1] float video
-    # at 224 x 224, no preprocessing) and then the uint8 preprocessing (64 x 64, rescaled and resized).
+    # Three checks, so a failure says which part differs: the network alone (a [-1, 1] float video
+    # at 224 x 224, no preprocessing), then the uint8 preprocessing when it upsamples (64 x 64) and
+    # when it downsamples (512 x 512: an antialiased resize would pass the first and fail here).
     gen = torch.Generator().manual_seed(0)
     video = torch.rand((1, 3, 16, FVD_SIZE, FVD_SIZE), generator=gen) * 2 - 1
     small = torch.randint(0, 256, (1, 3, 16, 64, 64), dtype=torch.uint8, generator=gen)
+    large = torch.randint(0, 256, (1, 3, 16, 512, 512), dtype=torch.uint8, generator=gen)
     with torch.no_grad():
         checks = [("network", scripted(video, rescale=False, resize=False, return_features=True), ours(video).mean(2)),
                   ("uint8 rescale/resize preprocessing",
-                   scripted(small, rescale=True, resize=True, return_features=True), ours.fvd_features(small))]
+                   scripted(small, rescale=True, resize=True, return_features=True), ours.fvd_features(small)),
+                  ("uint8 downsampling preprocessing (512 x 512)",
+                   scripted(large, rescale=True, resize=True, return_features=True), ours.fvd_features(large))]
     for what, ref, got in checks:
         err = float((ref.float() - got).abs().max())
         if not math.isfinite(err) or err > atol:

@@ -7,7 +7,7 @@ content; its images and videos are files under `out_dir/assets/`).
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +15,8 @@ import jinja2
 
 from emo.fileio import atomic_write
 from eval.alignment import ALIGNMENT_RULE
-from eval.report.data import ARROW, ReportData, build_report_data, grouped_unavailable, metric_errors
+from eval.report.data import (ARROW, ReportData, build_report_data, comparison_matrices, grouped_unavailable,
+                              metric_errors, protocols)
 from eval.report.markdown import render_markdown
 from eval.report.media import frame_strips, system_videos
 from eval.report.plots import interval_plot, per_clip_plot, step_plot
@@ -34,6 +35,9 @@ class ReportOptions:
     video_clips: int = 1          # clips shown as videos (each system + the ground truth)
     video_height: int = 128
     video_seconds: float = 4.0
+    # More sections after the comparisons: [{"id", "title", "html", "markdown"}] (e.g. per-checkpoint
+    # conditioning sensitivity), rendered as given.
+    extra_sections: list = field(default_factory=list)
 
 
 def _b64(data: bytes) -> str:
@@ -43,8 +47,10 @@ def _b64(data: bytes) -> str:
 def _ci_text(data: ReportData) -> str:
     scoring = data.systems[0].doc["settings"].get("scoring", {}) if data.systems else {}
     ci = scoring.get("ci", 0.95)
-    return (f"{ci:.0%} percentile bootstrap interval over clips "
-            f"({scoring.get('n_bootstrap', '?')} resamples, seed {scoring.get('seed', '?')})")
+    return (f"{ci:.0%} bootstrap interval over the shared clips ({scoring.get('n_bootstrap', '?')} resamples, seed "
+            f"{scoring.get('seed', '?')}): percentile interval of the mean for per-clip metrics; for set-level "
+            "metrics (FID, KID, FVD, E-FID) bias-corrected (the resamples' upward bias removed), an interval for "
+            "the metric at this set size")
 
 
 def _plots(data: ReportData) -> list[dict]:
@@ -74,7 +80,8 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
     context = dict(title=title, note=opts.note, created=created, dataset=data.dataset, warnings=data.warnings,
                    columns=data.columns, systems=data.systems, rows=rows, arrow=ARROW, ci_text=_ci_text(data),
                    unavailable=grouped_unavailable(data), errors=metric_errors(data), plots=plots, alignment=data.alignment,
-                   alignment_rule=ALIGNMENT_RULE,
+                   alignment_rule=ALIGNMENT_RULE, hidden=data.hidden, matrices=comparison_matrices(data),
+                   protocols=protocols(data), extra_sections=opts.extra_sections,
                    strips=[{"clip_id": st.clip_id, "times_s": st.times_s,
                             "rows": [(lbl, _b64(j) if j else None, note) for lbl, j, note in st.rows]}
                            for st in strips],
@@ -84,6 +91,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html").render(**context)
     html_path = atomic_write(out_dir / "index.html", html)
-    md = render_markdown(data, title, opts.note, created, _ci_text(data), plots, strips, videos, out_dir / "assets")
+    md = render_markdown(data, title, opts.note, created, _ci_text(data), plots, strips, videos, out_dir / "assets",
+                         extra_sections=opts.extra_sections)
     md_path = atomic_write(out_dir / "report.md", md)
     return html_path, md_path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from emo.fileio import atomic_write
 from eval.alignment import ALIGNMENT_RULE
-from eval.report.data import ARROW, ReportData, grouped_unavailable, metric_errors
+from eval.report.data import ARROW, ReportData, comparison_matrices, grouped_unavailable, metric_errors, protocols
 
 
 def _write_asset(folder: Path, name: str, data: bytes) -> str:
@@ -28,7 +28,7 @@ def _cell_md(cell) -> str:
 
 
 def render_markdown(data: ReportData, title: str, note: str | None, created: str, ci_text: str, plots: list[dict],
-                    strips, videos, assets: Path) -> str:
+                    strips, videos, assets: Path, extra_sections: list | None = None) -> str:
     ds = data.dataset
     lines = [f"# {title}", ""] + ([note, ""] if note else []) + [
              f"Created {created} · dataset `{ds.get('path')}` · split **{ds.get('split')}** · "
@@ -41,9 +41,22 @@ def render_markdown(data: ReportData, title: str, note: str | None, created: str
     for c in data.columns:
         cells = [_cell_md(data.cells[(s.name, c.name)]) for s in data.systems]
         lines.append("| " + " | ".join([f"{c.name} {ARROW[c.direction]}"] + cells) + " |")
-    lines += ["", f"↑ higher is better, ↓ lower is better. ★ best among the evaluated systems (baselines are not "
-                  f"ranked); ≈ interval overlaps the best one's. Brackets: {ci_text}. Set-level metrics (FID, FVD, "
-                  "E-FID) resample whole clips; their full-set value may lie outside the interval.", ""]
+    lines += ["", f"↑ higher is better, ↓ lower is better. ★ best among the evaluated systems with a value on every "
+                  f"shared clip (baselines are not ranked; partial metrics never starred); ≈ not separable from the "
+                  f"best by the paired comparison. Brackets: {ci_text}."
+                  + (f" {len(data.hidden)} metrics unavailable for every system are listed below, not as rows."
+                     if data.hidden else ""), ""]
+    matrices = comparison_matrices(data)
+    if matrices:
+        lines += ["## Comparisons", "", "Paired bootstrap over the shared clips of row − column: ▲ row better, "
+                  "▼ worse (interval excludes zero), · not separable.", ""]
+        for mx in matrices:
+            lines += [f"| {mx['metric']} {ARROW[mx['direction']]} | " + " | ".join(mx["columns"]) + " |",
+                      "|" + "---|" * (len(mx["columns"]) + 1)]
+            lines += ["| " + " | ".join([name] + [mark for _, mark, _ in line]) + " |" for name, line in mx["rows"]]
+            lines.append("")
+    for sec in extra_sections or []:
+        lines += [f"## {sec['title']}", "", sec.get("markdown", ""), ""]
     errors = metric_errors(data)
     if errors:
         lines += ["## Metric errors on some clips", ""]
@@ -83,6 +96,9 @@ def render_markdown(data: ReportData, title: str, note: str | None, created: str
         lines.append(f"| {name} | {a.get('n_clips')} | {a.get('n_changed')} | {a.get('n_resampled')} | "
                      f"{a.get('n_resized')} | {a.get('n_truncated_gt')} | {a.get('n_truncated_generated', '–')} | "
                      f"{a.get('frames_used')} |")
+    lines += ["", "## Protocols", "", "FID follows torch-fidelity (TF1 bilinear resize, no antialiasing); pytorch-fid "
+              "and torchmetrics >= 1.8 (antialiased resize) give different numbers.", ""]
+    lines += [f"- **{name}**: " + "; ".join(f"*{k}*: {v}" for k, v in proto.items()) for name, proto in protocols(data)]
     lines += ["", "## What the metrics mean", ""]
     lines += [f"- **{c.name}** ({c.level}-level, {c.direction} is better)" + (f": {c.description}" if c.description else "")
               for c in data.columns]
