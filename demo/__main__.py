@@ -15,22 +15,18 @@ NOTE = ("What this run is: a tiny EMO model (about 2.5 M parameters, 64x64 pixel
         "on CPU on synthetic drawn faces; it says nothing about what EMO can do. Metrics whose pretrained "
         "networks are not installed are shown as unavailable with the command that fetches them. "
         "What each checkpoint has learned to use, measured by `python -m emo diagnose` (reference and "
-        "audio swapped for another held-out clip's, or dropped; <checkpoint>/diagnose.json, "
-        "reports/sample/sensitivity.md): ")
+        "audio swapped for another held-out clip's, or dropped; <checkpoint>/diagnose.json and the "
+        "report's section on it): ")
 
 
-def sensitivity_note(ckpt: Path, report: Path) -> str:
-    """The report's note: the fixed text plus one measured sentence per checkpoint; also writes the
-    sensitivity table beside the report (sensitivity.md, sensitivity.html)."""
-    from emo.fileio import atomic_write
-    from eval.report.sensitivity import load, render, sentence
+def sensitivity_note(ckpt: Path) -> str:
+    """The report's note: the fixed text plus one measured sentence per checkpoint (the report's
+    sensitivity section has the figures)."""
+    from eval.report.sensitivity import load, sentence
 
     results = load(sorted(ckpt.glob("step-*")))
     if not results:
         return NOTE + "not measured (no diagnose.json found)."
-    frag, md = render(results)
-    atomic_write(report / "sensitivity.md", md)
-    atomic_write(report / "sensitivity.html", frag)
     return NOTE + " ".join(sentence(r) for r in results)
 
 
@@ -96,7 +92,7 @@ def main(root: Path, quick: bool, workers: int) -> None:
             if cmd[2:4] == ["eval", "report"]:   # the report reads every results file written above
                 cmd = cmd + sorted(str(p) for p in (root / "results/sample").glob("*.json"))
                 # ... and its note states what the checkpoints were measured to use
-                note = sensitivity_note(root / "checkpoints/tiny", product.parent)
+                note = sensitivity_note(root / "checkpoints/tiny")
                 cmd = [note if c == "{note}" else c for c in cmd]
             proc = subprocess.run(cmd, cwd=repo, env=env)
             if proc.returncode != 0:
@@ -108,7 +104,7 @@ def main(root: Path, quick: bool, workers: int) -> None:
     (report.parent / "demo_timing.json").write_text(json.dumps({"total_s": total, "steps_s": timings}, indent=1))
     click.secho(f"\nDemo finished in {total:.0f} s. Report: {report}", fg="green", bold=True)
     click.echo("It shows a tiny model trained for minutes on synthetic faces, not what EMO can do; "
-               f"what each checkpoint uses (reference, audio): {report.parent / 'sensitivity.md'}")
+               "what each checkpoint uses (reference, audio) is the report's section 'What each checkpoint uses'.")
 
 
 if __name__ == "__main__":

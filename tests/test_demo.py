@@ -40,7 +40,8 @@ def test_demo_builds_every_product(demo_root):
     # every checkpoint diagnosed, the figures beside it and in the report's sensitivity table
     for ckpt in (root / "checkpoints/tiny").glob("step-*"):
         assert json.loads((ckpt / "diagnose.json").read_text())["schema"] == "emo.diagnose/1"
-    assert "step-000006" in (root / "reports/sample/sensitivity.md").read_text()
+    sensitivity = (root / "reports/sample/report.md").read_text().split("## What each checkpoint uses")[1]
+    assert "step-000003" in sensitivity and "step-000006" in sensitivity
 
 
 def test_rerun_reuses_what_is_built(demo_root):
@@ -69,3 +70,6 @@ def test_report_shows_checkpoints_baselines_and_plots(demo_root, tmp_path, chrom
     # the real measures are numbers on the baselines (the ceiling must score as the ceiling)
     ssim_row = re.search(r'data-metric="ssim".*?</tr>', table, re.S).group(0)
     assert re.search(r">1 \[1, 1\]<", ssim_row)
+    # what each checkpoint was measured to use, as a section of the report itself
+    section = re.search(r'<h2 id="sensitivity">.*?(?=<h2|</body>)', dom, re.S).group(0)
+    assert "step-000003" in section and "step-000006" in section

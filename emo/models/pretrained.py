@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from ..fileio import sha256_file
 
 SOURCES = {
     "unet": {"what": "Stable Diffusion 1.5 UNet (diffusers layout: config.json + diffusion_pytorch_model.safetensors)",
@@ -31,11 +30,6 @@ SOURCES = {
                  "hub": "facebook/wav2vec2-base",
                  "get": "hf download facebook/wav2vec2-base --local-dir models/wav2vec2-base"},
 }
-
-# sha256 of single-file weights, checked when the file is read. Only digests we have verified
-# ourselves belong here; add one after checking a download (`sha256sum FILE`).
-KNOWN_SHA256: dict[str, str] = {}
-
 
 class PretrainedMissing(FileNotFoundError):
     pass
@@ -135,8 +129,6 @@ def load_motion_module_state_dict(path: str) -> dict[str, torch.Tensor]:
         from diffusers import MotionAdapter
         _check_folder("motion_module", p, "config.json")
         return MotionAdapter.from_pretrained(p).state_dict()
-    if p.name in KNOWN_SHA256 and sha256_file(p) != KNOWN_SHA256[p.name]:
-        raise ValueError(f"{p}: sha256 differs from the known digest {KNOWN_SHA256[p.name]}")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
         sd = load_file(str(p))

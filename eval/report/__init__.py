@@ -20,6 +20,7 @@ from eval.report.data import (ARROW, ReportData, build_report_data, comparison_m
 from eval.report.markdown import render_markdown
 from eval.report.media import frame_strips, system_videos
 from eval.report.plots import interval_plot, per_clip_plot, step_plot
+from eval.report.sensitivity import render_paths as render_sensitivity_paths
 
 __all__ = ["ReportOptions", "build_report"]
 
@@ -66,12 +67,24 @@ def _plots(data: ReportData) -> list[dict]:
     return plots
 
 
+def _sensitivity_section(data: ReportData) -> list[dict]:
+    """What each evaluated checkpoint was measured to use (`python -m emo diagnose` wrote
+    <checkpoint>/diagnose.json); no section when no checkpoint has been diagnosed."""
+    folders = [s.doc["system"].get("path") for s in data.evaluated if s.kind == "checkpoint"]
+    fragment, markdown = render_sensitivity_paths([f for f in folders if f])
+    if not fragment:
+        return []
+    return [{"id": "sensitivity", "title": "What each checkpoint uses: reference and audio (emo diagnose)",
+             "html": fragment, "markdown": markdown}]
+
+
 def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOptions | None = None) -> tuple[Path, Path]:
     """Write index.html and report.md under out_dir; return both paths."""
     opts = options or ReportOptions()
     out_dir = Path(out_dir)
     data = build_report_data(paths)
     title = opts.title or f"Evaluation: {', '.join(s.name for s in data.evaluated) or 'baselines only'}"
+    extra_sections = [*opts.extra_sections, *_sensitivity_section(data)]
     plots = _plots(data)
     strips = frame_strips(data, opts.strip_clips, opts.strip_times, opts.thumb_height)
     videos = system_videos(data, opts.video_clips, opts.video_height, opts.video_seconds) if opts.videos else []
@@ -81,7 +94,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
                    columns=data.columns, systems=data.systems, rows=rows, arrow=ARROW, ci_text=_ci_text(data),
                    unavailable=grouped_unavailable(data), errors=metric_errors(data), plots=plots, alignment=data.alignment,
                    alignment_rule=ALIGNMENT_RULE, hidden=data.hidden, matrices=comparison_matrices(data),
-                   protocols=protocols(data), extra_sections=opts.extra_sections,
+                   protocols=protocols(data), extra_sections=extra_sections,
                    strips=[{"clip_id": st.clip_id, "times_s": st.times_s,
                             "rows": [(lbl, _b64(j) if j else None, note) for lbl, j, note in st.rows]}
                            for st in strips],
@@ -92,6 +105,6 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
     html = env.get_template("report.html").render(**context)
     html_path = atomic_write(out_dir / "index.html", html)
     md = render_markdown(data, title, opts.note, created, _ci_text(data), plots, strips, videos, out_dir / "assets",
-                         extra_sections=opts.extra_sections)
+                         extra_sections=extra_sections)
     md_path = atomic_write(out_dir / "report.md", md)
     return html_path, md_path
