@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from emo.fileio import atomic_write
 from emo.manifest import read_manifest, read_rejects
+from emo.media.page import page_check_script
 
 TEMPLATE_DIR = Path(__file__).parent
 STRIP_FRAMES = 5
@@ -162,5 +163,6 @@ def build_dataset_report(dataset: str | os.PathLike, out: str | os.PathLike | No
         sync_backends=stats.get("sync_backends") or {k: int(v) for k, v in backends.items()},
         sync_config=json.dumps(cfg.get("sync", {}), indent=1),
         config=json.dumps(cfg, indent=1), raw=str(raw_dir) if raw_dir else "unknown",
-        n_untrusted=int((~manifest.sync_trusted.astype(bool)).sum()) if len(manifest) else 0)
+        n_untrusted=int((~manifest.sync_trusted.astype(bool)).sum()) if len(manifest) else 0,
+        page_check_script=page_check_script())
     return atomic_write(out, html)

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from emo.fileio import atomic_write
+from emo.media.page import page_check_script
 from eval.alignment import ALIGNMENT_RULE
 from eval.report.data import (ARROW, ReportData, build_report_data, comparison_matrices, grouped_unavailable,
                               metric_errors, protocols)
@@ -94,7 +95,7 @@ def build_report(paths: list[str | Path], out_dir: str | Path, options: ReportOp
                    columns=data.columns, systems=data.systems, rows=rows, arrow=ARROW, ci_text=_ci_text(data),
                    unavailable=grouped_unavailable(data), errors=metric_errors(data), plots=plots, alignment=data.alignment,
                    alignment_rule=ALIGNMENT_RULE, hidden=data.hidden, matrices=comparison_matrices(data),
-                   protocols=protocols(data), extra_sections=extra_sections,
+                   protocols=protocols(data), extra_sections=extra_sections, page_check_script=page_check_script(),
                    strips=[{"clip_id": st.clip_id, "times_s": st.times_s,
                             "rows": [(lbl, _b64(j) if j else None, note) for lbl, j, note in st.rows]}
                            for st in strips],

@@ -85,7 +85,8 @@ def sentence(result: dict) -> str:
 
 
 def render(results: list[dict]) -> tuple[str, str]:
-    """(HTML fragment, Markdown) of the sensitivity section; empty strings when there is nothing."""
+    """(HTML fragment, Markdown) of the sensitivity section's body (the report adds its heading);
+    empty strings when there is nothing."""
     if not results:
         return "", ""
     rows = [row(r) for r in results]
@@ -96,11 +97,9 @@ def render(results: list[dict]) -> tuple[str, str]:
     how = (f"Each condition swapped for another held-out clip's or dropped, same noise (seed {s['seed']}); "
            f"noise prediction at t = {s['timesteps']}, frames from {s['ddim_steps']} DDIM steps at guidance "
            f"{s['guidance']}. Rerun: python -m emo diagnose CHECKPOINT --dataset DATASET.")
-    frag = ("<section id=\"sensitivity\"><h2>What each checkpoint uses: reference and audio sensitivity</h2>"
-            f"<p>{html.escape(how)}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></section>")
-    md = ["## What each checkpoint uses: reference and audio sensitivity", "", how, "",
-          "| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    frag = (f"<div class=\"sensitivity\"><p>{html.escape(how)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>")
+    md = [how, "", "| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     md += [""] + [f"- {n}" for n in notes]
     return frag, "\n".join(md) + "\n"
