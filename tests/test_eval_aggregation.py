@@ -235,9 +235,8 @@ def test_paired_comparison_tells_apart_real_differences_only():
     assert paired_set_difference(_Frechet(), gen_near, gen_near2, real, cfg).verdict == "not separable"
 
 
-def test_adding_a_system_scores_only_that_system(dataset, tmp_path, monkeypatch):
-    calls = []
-
+def _counted_metric(calls: list):
+    """PixelL1 under another name, recording the clip of every score_clip call in `calls`."""
     class Counted(PixelL1):
         name = "counted"
 
@@ -245,6 +244,12 @@ def test_adding_a_system_scores_only_that_system(dataset, tmp_path, monkeypatch)
             calls.append(sample.clip_id)
             return super().score_clip(sample)
 
+    return Counted
+
+
+def test_adding_a_system_scores_only_that_system(dataset, tmp_path, monkeypatch):
+    calls = []
+    Counted = _counted_metric(calls)
     clips = load_heldout(dataset)
     ids = [c.clip_id for c in clips]
     a = directory_system(write_generated(tmp_path / "a", dataset, ids, noise=5.0, seed=1), clips, "A")
@@ -268,14 +273,7 @@ def test_adding_a_system_scores_only_that_system(dataset, tmp_path, monkeypatch)
 def test_sharded_scoring_fills_the_store_per_process(dataset, tmp_path, monkeypatch):
     import eval.harness as harness
     calls = []
-
-    class Counted(PixelL1):
-        name = "counted"
-
-        def score_clip(self, sample):
-            calls.append(sample.clip_id)
-            return super().score_clip(sample)
-
+    Counted = _counted_metric(calls)
     clips = load_heldout(dataset)
     cfg = ScoreConfig(baselines=False, write_baseline_videos=False, bootstrap=BootstrapConfig(n_bootstrap=20))
     a = directory_system(write_generated(tmp_path / "a", dataset, [c.clip_id for c in clips]), clips, "A")
