@@ -52,7 +52,9 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
         stream = container.streams.audio[0]
         origin = _clock_origin(container, stream)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks, gaps = [], []          # gaps: (seconds after the first frame, length in seconds)
+        # Samples gather in one growing buffer (bytearray grows in place and becomes the array
+        # without a copy): a list of chunks concatenated at the end held a long track twice.
+        samples, gaps = bytearray(), []    # gaps: (seconds after the first frame, length in seconds)
         first_t = cursor = None
         try:
             for frame in container.decode(stream):
@@ -66,13 +68,13 @@ def load_audio(path: str | os.PathLike, rate: int = SPEECH_RATE, start: float | 
                 if cursor is not None and frame.sample_rate:
                     cursor += frame.samples / frame.sample_rate
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    samples += out.to_ndarray().astype(np.float32, copy=False).tobytes()
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                samples += out.to_ndarray().astype(np.float32, copy=False).tobytes()
         except av.FFmpegError as exc:
-            if not chunks:
+            if not samples:
                 raise MediaError(f"audio decode error: {exc}") from None
-    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    audio = np.frombuffer(samples, dtype=np.float32) if samples else np.zeros(0, np.float32)
     for at, length in reversed(gaps):
         i = min(len(audio), int(round(at * rate)))
         audio = np.concatenate([audio[:i], np.zeros(int(round(length * rate)), np.float32), audio[i:]])

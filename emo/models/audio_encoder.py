@@ -44,12 +44,16 @@ class AudioEncoder(nn.Module):
     """Frozen wav2vec2 wrapper. Not trained: kept in eval mode and without gradients."""
 
     def __init__(self, wav2vec2: nn.Module, context: int = 2, sample_rate: int = 16000,
-                 chunk_seconds: float = 30.0, margin_seconds: float = 2.0):
+                 chunk_seconds: float = 10.0, margin_seconds: float = 2.0):
         super().__init__()
         self.wav2vec2 = wav2vec2.eval().requires_grad_(False)
         self.context, self.sample_rate = context, sample_rate
         # Self-attention over a whole song costs O(T^2): long audio runs in windows, each seeing
-        # `margin_seconds` of context on both sides, of which only the centre is kept.
+        # `margin_seconds` of context on both sides, of which only the centre is kept. Windows of at
+        # most 10 + 2 * 2 = 14 s stay within the crops wav2vec2 was pretrained on (<= 15.6 s), cover
+        # every training clip (3-12 s) in one pass, and bound the convolutional front end's transient
+        # memory (wav2vec2-base: 512 channels at 3,200 steps per second, ~40 MB per second of window
+        # in fp32), so generation memory does not depend on the audio's length.
         self.chunk_seconds, self.margin_seconds = chunk_seconds, margin_seconds
 
     @classmethod
