@@ -1,9 +1,12 @@
 """One decoding pass that serves every per-frame consumer at the size it needs.
 
-Cut detection wants small frames, face analysis medium ones; converting each decoded frame
-straight to those sizes (FFmpeg's scaler) is much cheaper than making full-size RGB arrays
-first. Frames come out upright (rotation metadata applied), indexed like
-`emo.media.iter_frames`.
+Cut detection wants a small frame of every frame: FFmpeg's scaler converts each decoded frame
+straight to it (cheaper than a full-size RGB array first). Face analysis wants a medium frame of
+every `stride`-th one: FFmpeg's unscaled colour conversion (its fast path) and an OpenCV resize
+make it, for less than half the CPU of a second scaled conversion (measured 2.4 -> 1.0 ms a
+frame on a 650x650 source: the scaler's cost grows with the output size, and 640 px is near the
+source size). The cut detector's frames are unchanged, so are its cuts. Frames come out upright (rotation metadata
+applied), indexed like `emo.media.iter_frames`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import av
+import cv2
 import numpy as np
 
 from emo.media import MediaError
@@ -27,6 +31,17 @@ class ScaledFrame:
 
 def _even(x: float) -> int:
     return max(2, int(round(x / 2)) * 2)
+
+
+def face_view(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A full-size RGB frame resized to the face analyser's (width, height): averaging pixels
+    when it shrinks by 2 or more (no aliasing), bilinear otherwise (several times faster than
+    OpenCV's area resize at non-integer ratios near 1)."""
+    h, w = rgb.shape[:2]
+    if (w, h) == size:
+        return rgb
+    interp = cv2.INTER_AREA if size[0] * 2 <= w else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp)
 
 
 def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
@@ -69,7 +84,7 @@ def iter_scaled(path: str | os.PathLike, small_width: int = 256, face_max_side: 
                 small = frame.reformat(width=sw, height=sh, format="bgr24").to_ndarray()
                 face = None
                 if index % stride == 0:
-                    face = _upright(frame.reformat(width=fw, height=fh, format="rgb24").to_ndarray(), rotation)
+                    face = _upright(face_view(frame.to_ndarray(format="rgb24"), (fw, fh)), rotation)
                 yield ScaledFrame(index, _upright(small, rotation), face, face_scale)
         except av.FFmpegError as exc:
             if count == 0:
