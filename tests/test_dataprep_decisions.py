@@ -99,7 +99,7 @@ def test_export_gives_constant_rate_clips_or_a_decode_error(tmp_path, monkeypatc
 
     record, clip = _record_with_clip(tmp_path)
     frames = [(i, np.full((120, 160, 3), i * 8, np.uint8)) for i in range(30) if keep_every(i)]
-    monkeypatch.setattr(export_mod, "iter_frames", lambda *a, **k: iter(frames))
+    monkeypatch.setattr(export_mod.ClipFrameReader, "read", lambda self, start, end: iter(frames))
     record.clips = [clip]
     cfg = config_from_dict({"faces": {"crop_size": 64}})
     export_mod.export(record, cfg)

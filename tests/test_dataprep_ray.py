@@ -194,3 +194,78 @@ class TestTwoNodes:
         assert {r["worker"]["node_id"] for r in _records(tmp_path / "out").values()} == nodes
         assert stats["run"]["executor"]["cluster"] == {"nodes": 2, "cpus": 2.0, "gpus": 0.0}
         _assert_same_dataset(tmp_path / "out", ref)
+
+
+def _hold(record, cfg):
+    """Say which node runs this video, then wait (at most 60 s) for the test's go-ahead."""
+    import ray as ray_in_worker
+
+    marks = Path(record.out_dir).parent / "running"
+    marks.mkdir(exist_ok=True)
+    node = ray_in_worker.get_runtime_context().get_node_id()
+    (marks / f"{record.source_video}.{node}").touch()
+    deadline = time.time() + 60
+    while not (marks.parent / "go").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return record
+
+
+class TestNodeLoss:
+    """A worker node removed (its raylet and workers killed) while it runs a video: the run
+    completes, and every video is either done or a "runner: worker lost" row (no retries here,
+    so the lost one cannot be rescued by the surviving node)."""
+
+    @pytest.fixture(scope="class")
+    def cluster(self):
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "object_store_memory": OBJECT_STORE, "include_dashboard": False,
+            # notice a dead node in about a second, not Ray's default ~30 s
+            "_system_config": {"health_check_period_ms": 200, "health_check_failure_threshold": 3,
+                               "health_check_initial_delay_ms": 0}})
+        worker = cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
+        yield cluster, worker
+        ray.shutdown()
+        cluster.shutdown()
+
+    def test_run_completes_when_a_node_is_lost(self, cluster, corpus, tmp_path):
+        import threading
+
+        cluster, worker = cluster
+        raw = tmp_path / "raw"
+        raw.mkdir()
+        names = [f"v{i}.mp4" for i in range(3)]
+        for name in names:
+            os.symlink(corpus[SUBSET[0]], raw / name)
+        steps = [("probe", probe), ("hold", _hold)]
+        outcome = {}
+
+        def drive():
+            outcome["stats"] = runner.run(raw, tmp_path / "out", load_config(CONFIG_DIR / "sample.yaml"),
+                                          progress=False, steps=steps, executor=RayExecutor(max_retries=0))
+
+        driver = threading.Thread(target=drive, daemon=True)
+        driver.start()
+        marks = tmp_path / "running"
+        deadline = time.time() + 60
+        on_worker = []
+        while not on_worker and time.time() < deadline:
+            on_worker = [p.name for p in marks.glob("*") if p.name.endswith(worker.node_id)] if marks.exists() else []
+            time.sleep(0.05)
+        assert on_worker, "no video started on the worker node"
+        cluster.remove_node(worker, allow_graceful=False)
+        (tmp_path / "go").touch()
+        driver.join(timeout=90)
+        assert not driver.is_alive(), "the run did not complete after the node was lost"
+
+        stats = outcome["stats"]
+        rejects = read_rejects(tmp_path / "out")
+        lost = set(rejects[(rejects.stage == "runner") & (rejects.reason == "worker lost")].source_video)
+        done = {name for name, r in _records(tmp_path / "out").items() if name not in lost}
+        print("lost:", sorted(lost), "done:", sorted(done), "on the removed node:", on_worker)
+        assert on_worker[0].rsplit(".", 1)[0] in lost
+        assert lost | done == set(names) and not lost & done
+        assert stats["videos"] == len(names) and stats["run"]["videos_lost_this_run"] == len(lost)

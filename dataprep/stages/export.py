@@ -3,7 +3,9 @@ its labels in crop coordinates.
 
 The crop follows the face track, smoothed with a centred moving average on the centre and the
 side so it does not jitter with landmark noise. Only clips that passed every check get here, so
-rejected footage is never decoded twice.
+rejected footage is never decoded twice; the kept clips' frames are decoded by one reader, in
+order, which seeks to a clip only when it does not follow on from the one before
+(`dataprep.decode.ClipFrameReader`).
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from emo.manifest import save_labels
-from emo.media import iter_frames, write_video
+from emo.media import write_video
 from emo.media.crop import crop_square, square_around
 
 from ..config import DataprepConfig
+from ..decode import ClipFrameReader
 from .common import Clip, VideoRecord, reject_clip
 from .faces import FaceTrack
 from .sync_stage import clip_audio
@@ -52,7 +55,7 @@ def labels_in_crop(track: FaceTrack, squares: np.ndarray) -> dict[str, np.ndarra
             "crop_squares": squares}
 
 
-def render_clip(record: VideoRecord, clip: Clip, cfg: DataprepConfig) -> None:
+def render_clip(record: VideoRecord, clip: Clip, cfg: DataprepConfig, reader: ClipFrameReader) -> None:
     fcfg = cfg.faces
     squares = smooth_squares(clip.track.boxes, clip.fps, fcfg.crop_scale, fcfg.smooth_s)
     size = fcfg.crop_size
@@ -63,7 +66,7 @@ def render_clip(record: VideoRecord, clip: Clip, cfg: DataprepConfig) -> None:
         # Constant frame rate out: a frame missing from a variable-rate source repeats the
         # one before it (cropped where the track says), a duplicate timestamp is dropped.
         k_next, last = 0, None
-        for index, rgb in iter_frames(record.path, clip.start_s, clip.end_s):
+        for index, rgb in reader.read(clip.start_frame, clip.end_frame):
             k = index - clip.start_frame
             if not k_next <= k < clip.n_frames:
                 continue
@@ -89,9 +92,11 @@ def render_clip(record: VideoRecord, clip: Clip, cfg: DataprepConfig) -> None:
 
 
 def export(record: VideoRecord, cfg: DataprepConfig) -> VideoRecord:
-    for clip in record.live_clips():
-        try:
-            render_clip(record, clip, cfg)
-        except (RuntimeError, av.FFmpegError) as exc:   # MediaError included; bugs still crash loudly
-            reject_clip(record, clip, "export", "decode error", f"while cropping: {exc}")
+    with ClipFrameReader(record.path) as reader:
+        for clip in sorted(record.live_clips(), key=lambda c: c.start_frame):
+            try:
+                render_clip(record, clip, cfg, reader)
+            except (RuntimeError, av.FFmpegError) as exc:   # MediaError included; bugs still crash loudly
+                reject_clip(record, clip, "export", "decode error", f"while cropping: {exc}")
+        record.notes["export_decoded_frames"] = reader.decoded
     return record
