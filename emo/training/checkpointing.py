@@ -48,22 +48,25 @@ def save_training_checkpoint(accelerator, out: Path, model, counters: dict, opti
                              keep_last: int = 0, ema_carried: dict | None = None, meta: dict | None = None) -> Path:
     """Model (EMOModel.save_checkpoint, with the EMA weights when `ema` is given, plus
     `ema_carried`: EMA weights of earlier stages' parameters) + training_state/ + meta.json (with
-    `meta` added); every process calls this."""
+    `meta` added); every process calls this (under FSDP2 all gather the sharded weights, EMA and
+    optimizer state; the main process writes them whole)."""
     name = step_name(counters["step"])
     final = out / name
     tmp = out / f".{name}.tmp"         # fixed name: every process must find the same folder
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        ema_weights = {**(ema_carried or {}), **st.ema_weights(ema, names)} if ema is not None else None
-        model.save_checkpoint(tmp, ema_weights=ema_weights)
-        (tmp / st.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    main = accelerator.is_main_process
+    ema_weights = {**(ema_carried or {}), **st.ema_weights(ema, names, keep=main)} if ema is not None else None
+    with st.whole_parameters(model, keep=main):
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            model.save_checkpoint(tmp, ema_weights=ema_weights)
+            (tmp / st.STATE_DIR).mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     folder = tmp / st.STATE_DIR
     st.save_rng(folder, accelerator.process_index, generator)
-    if accelerator.is_main_process:
-        st.save_optimizer(folder, optimizer, names)
+    st.save_optimizer(folder, optimizer, names, write=main)
+    if main:
         st.save_scheduler(folder, scheduler)
         if ema is not None:
             st.save_ema(folder, ema, names)

@@ -11,9 +11,15 @@ in safetensors (tensors) and JSON (the rest). Nothing is pickled.
     ema.json                   EMA counters (when EMA is on); the EMA weights themselves are the
                                checkpoint's own ema.safetensors, where generation reads them
     scaler.json                fp16 loss scale (when mixed_precision is fp16)
+
+Under FSDP2 (accelerate `fsdp_version: 2`) parameters, optimizer moments and EMA weights are
+DTensor shards. Everything is saved whole (gathered with `whole`, which every process must call in
+the same order) and cut back into the current shards on loading (`copy_whole_into`), so the files
+are the same as a single-process run's and do not depend on the process count.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -26,7 +32,52 @@ from safetensors.torch import load_file, save_file
 
 from emo.fileio import atomic_write
 
+try:
+    from torch.distributed.tensor import DTensor, distribute_tensor
+except ImportError:                 # a torch build without torch.distributed
+    DTensor = distribute_tensor = None
+
 STATE_DIR = "training_state"
+
+
+# ---- sharded (FSDP2) tensors ---------------------------------------------------------------------
+def is_sharded(t) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself, or, for a DTensor shard, the whole tensor (a collective: every process calls it)."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def copy_whole_into(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Copy the whole tensor `src` into `dst`, which may be a DTensor shard (each process keeps its
+    own part of `src`, which every process holds: no communication)."""
+    with torch.no_grad():
+        if is_sharded(dst):
+            src = distribute_tensor(src.to(dst.device, dst.dtype), dst.device_mesh, dst.placements, src_data_rank=None)
+        dst.copy_(src.to(dst.device, dst.dtype))
+
+
+@contextlib.contextmanager
+def whole_parameters(model: torch.nn.Module, keep: bool = True):
+    """Within the block, `model`'s DTensor parameters are replaced by whole CPU copies (gathered on
+    every process, which must all enter; kept where `keep`, e.g. on the process that saves)."""
+    swapped = []
+    for name, p in list(model.named_parameters()):
+        if not is_sharded(p):
+            continue
+        full = p.detach().full_tensor().cpu()
+        if keep:
+            owner, _, leaf = name.rpartition(".")
+            module = model.get_submodule(owner)
+            swapped.append((module, leaf, module._parameters[leaf]))
+            module._parameters[leaf] = torch.nn.Parameter(full, requires_grad=False)
+    try:
+        yield model
+    finally:
+        for module, leaf, p in swapped:
+            module._parameters[leaf] = p
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -45,17 +96,23 @@ def _read_json(path: Path) -> Any:
 
 
 # ---- optimizer -------------------------------------------------------------------------------
-def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
-    """`names[i]` names the i-th parameter in the optimizer's flat order (param group order)."""
+def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str], write: bool = True) -> None:
+    """`names[i]` names the i-th parameter in the optimizer's flat order (param group order).
+    Sharded (FSDP2) states are gathered whole: then every process calls this, and only those with
+    `write` write."""
     sd = optimizer.state_dict()
     tensors, other = {}, {}
-    for idx, slots in sd["state"].items():
+    for idx, slots in sorted(sd["state"].items()):      # the same gathering order on every process
         name = names[int(idx)]
         for slot, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"state/{name}/{slot}"] = value
+                value = whole(value)
+                if write:
+                    tensors[f"state/{name}/{slot}"] = value.cpu()
             else:
                 other.setdefault(name, {})[slot] = value
+    if not write:
+        return
     groups = [{**{k: v for k, v in g.items() if k != "params"},
                "params": [names[int(i)] for i in g["params"]]} for g in sd["param_groups"]]
     _write_tensors(folder / "optimizer.safetensors", tensors)
@@ -70,11 +127,17 @@ def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[s
                          f"(differences e.g. {missing}); resume with the same stage and config")
     tensors = load_file(str(folder / "optimizer.safetensors"))
     index = {n: i for i, n in enumerate(names)}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         # Parameter names contain dots, never slashes: the slot is after the last slash.
         name = key[len("state/"):key.rfind("/")]
         slot = key[key.rfind("/") + 1:]
+        param = params[index[name]]
+        if is_sharded(param) and value.shape == param.shape:    # a moment of a sharded parameter
+            shard = torch.empty_like(param)
+            copy_whole_into(shard, value)
+            value = shard
         state.setdefault(index[name], {})[slot] = value
     for name, slots in meta["other_state"].items():
         state.setdefault(index[name], {}).update(slots)
@@ -133,9 +196,17 @@ def load_scheduler(folder: Path, scheduler) -> None:
     scheduler.load_state_dict(sd)
 
 
-def ema_weights(ema, names: list[str]) -> dict[str, torch.Tensor]:
-    """{parameter name: EMA value} of the parameters the EMA tracks (`names`: the optimizer's order)."""
-    return {n: p.detach() for n, p in zip(names, ema.shadow_params)}
+def ema_weights(ema, names: list[str], keep: bool = True) -> dict[str, torch.Tensor]:
+    """{parameter name: EMA value} of the parameters the EMA tracks (`names`: the optimizer's order).
+    Sharded (FSDP2) values are gathered whole: then every process calls this, and those without
+    `keep` get {}."""
+    out = {}
+    for n, p in zip(names, ema.shadow_params):
+        if keep:
+            out[n] = whole(p.detach()).cpu()
+        elif is_sharded(p):
+            whole(p)                # this process's part of the gathering
+    return out
 
 
 def save_ema(folder: Path, ema, names: list[str]) -> None:
@@ -154,7 +225,7 @@ def load_ema(folder: Path, ema, names: list[str], weights: dict[str, torch.Tenso
     if missing:
         raise ValueError(f"{folder}: the checkpoint's EMA weights lack {missing[:3]}")
     for p, n in zip(ema.shadow_params, names):
-        p.data.copy_(weights[n].to(p.device, p.dtype))
+        copy_whole_into(p, weights[n])
     for k, v in meta.items():
         setattr(ema, k, v)
 

@@ -98,9 +98,9 @@ def _plan(train: TrainConfig, only: int | None, resumed: dict | None) -> list[tu
 
 def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log_with):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration
     log_with = train.log_with if log_with == "config" else log_with
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision or train.mixed_precision,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         log_with=log_with or None,
@@ -108,6 +108,12 @@ def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log
         # Dropped conditions leave their layers unused in some steps.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        # FSDP1 keeps flattened shards behind the parameters: the checkpoint code (which gathers
+        # FSDP2's DTensor shards) would save and restore them wrong.
+        raise ConfigError("FSDP is supported with fsdp_version: 2 only (the accelerate config's fsdp_config); "
+                          "see emo/training/accelerate/stage2_fsdp.yaml")
+    return accelerator
 
 
 def _enable_checkpointing(model) -> int:
@@ -141,7 +147,11 @@ def main(config, dataset, out, stage: int | None = None, max_steps: int | None =
         return TrainResult(out=out, step=resumed["step"], checkpoints=[ckpt], resumed_from=ckpt,
                            already_complete=True, seconds=time.time() - t_start)
     accelerator = _accelerator(out, train, mixed_precision, log_with)
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
+    if accelerator.distributed_type == DistributedType.FSDP and len(plan) > 1:
+        # FSDP2 shards the model in place; the next stage would need it whole (audio cache, new wrap).
+        raise ConfigError(f"under FSDP train one stage per call: add --stage {plan[0][0]} (the next call, "
+                          f"--stage {plan[1][0]}, continues from the run's latest checkpoint)")
     set_seed(train.seed)            # the same random init on every process (DDP also broadcasts it)
 
     if model_cls is None:
@@ -216,10 +226,11 @@ class StageState:
 def _run_stage(run: Run, stage: int, first: int, end: int, budget, state_dir: Path | None) -> int:
     """Train one stage from `first` (or from the state in `state_dir`) to `end` or `budget` steps;
     return the number of optimizer steps taken."""
+    cache = _audio_cache(run, stage)   # before _start_stage: FSDP shards the model's weights
     s = _start_stage(run, stage, first, end)
     if state_dir is not None:
         _restore(run, s, state_dir)
-    batches, sampler = _batches(run, s)
+    batches, sampler = _batches(run, s, cache)
     done, last_saved = 0, None
     s.loss_fn.train()
     while s.step < end and done < budget:
@@ -251,18 +262,25 @@ def _start_stage(run: Run, stage: int, first: int, end: int) -> StageState:
                                eps=train.adam_eps, weight_decay=train.weight_decay)
     scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
                               num_training_steps=end - first)
+    loss_fn = StageLoss(run.model, stage, run.data.n_motion, train.drop_reference_prob, train.drop_audio_prob,
+                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob)
+    loss_fn, optimizer = acc.prepare(loss_fn, optimizer)
+    if hasattr(loss_fn, "set_reduce_scatter_unused_params"):
+        # FSDP2's find_unused_parameters: the condition dropping differs between processes, and
+        # the gradient reduce-scatter must cover the same parameters on all of them.
+        loss_fn.set_reduce_scatter_unused_params(True)
+    # FSDP2 replaces the parameters by DTensor shards: clipping and the EMA use the model's own.
+    by_name = dict(run.model.named_parameters())
+    params = [by_name[n] for n in names]
     ema, carried = None, {}
     if train.ema.enabled:
-        ema = EMAModel(params, decay=train.ema.decay)
+        ema = EMAModel(params, decay=train.ema.decay)     # sharded like the parameters under FSDP2
         ema.to(acc.device)
         carried = _carried_ema(run)
         for p, n in zip(ema.shadow_params, names):      # the EMA carries across stages
             if n in carried:
-                p.data.copy_(carried[n].to(p.device, p.dtype))
+                st.copy_whole_into(p, carried[n])
         carried = {n: t for n, t in carried.items() if n not in set(names)}
-    loss_fn = StageLoss(run.model, stage, run.data.n_motion, train.drop_reference_prob, train.drop_audio_prob,
-                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob)
-    loss_fn, optimizer = acc.prepare(loss_fn, optimizer)
     generator = torch.Generator(device=acc.device).manual_seed(train.seed * 1000 + stage * 100 + acc.process_index)
     return StageState(stage, first, end, names, params, optimizer, scheduler, loss_fn, generator, ema,
                       carried, step=first)
@@ -294,15 +312,21 @@ def _restore(run: Run, s: StageState, state_dir: Path) -> None:
         log.warning("%s; this process starts from a fresh seed", exc)
 
 
-def _batches(run: Run, s: StageState):
-    """The stage's data: the audio cache (each process builds its share), the dataset, the loader."""
+def _audio_cache(run: Run, stage: int):
+    """The stage's audio cache (each process builds its share), or None."""
+    acc, data = run.accelerator, run.data
+    if stage == 1 or not data.audio_cache:
+        return None
+    from .audio_cache import ensure_audio_cache
+    cache = ensure_audio_cache(run.model, ClipDataset(run.dataset, data, stage, run.train.seed), data.fps,
+                               rank=acc.process_index, world=acc.num_processes)
+    acc.wait_for_everyone()       # only waits: every process computed its own share
+    return cache
+
+
+def _batches(run: Run, s: StageState, cache):
+    """The stage's data: the dataset (with the audio cache `cache`) and the loader."""
     acc, data, train = run.accelerator, run.data, run.train
-    cache = None
-    if s.stage > 1 and data.audio_cache:
-        from .audio_cache import ensure_audio_cache
-        cache = ensure_audio_cache(run.model, ClipDataset(run.dataset, data, s.stage, train.seed), data.fps,
-                                   rank=acc.process_index, world=acc.num_processes)
-        acc.wait_for_everyone()       # only waits: every process computed its own share
     ds = ClipDataset(run.dataset, data, s.stage, seed=train.seed, audio_cache=cache,
                      audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob)
     run.face_mask_scale = ds.face_mask_scale()
