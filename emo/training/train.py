@@ -113,6 +113,13 @@ def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log
         # FSDP2's DTensor shards) would save and restore them wrong.
         raise ConfigError("FSDP is supported with fsdp_version: 2 only (the accelerate config's fsdp_config); "
                           "see emo/training/accelerate/stage2_fsdp.yaml")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes == 1:
+        # e.g. a GPU config launched where accelerate finds no GPU: every process would train
+        # alone and all would write into the same output folder.
+        raise ConfigError(f"launched as {launched} processes but accelerate set up a single-process run "
+                          f"(distributed type {accelerator.distributed_type}); check the accelerate config "
+                          f"against this machine (use_cpu, GPUs visible)")
     return accelerator
 
 
