@@ -3,9 +3,8 @@
 other (frames streamed to the encoder clip by clip, audio features stacked per clip).
 
 Each case runs in its own process (`python -m emo generate ...` as a user would type it, wrapped
-only to read that process's own peak RSS), so peaks do not mix. Peak RSS of the same command varies
-by a few percent from run to run (allocator and page-cache state; +-30 MB seen at ~600 MB), so each
-length runs REPEATS times, alternating, and the medians are compared.
+only to read that process's own peak RSS: VmHWM, see benchmarks/memory.py), so peaks do not mix.
+Each length runs REPEATS times, alternating, and the medians are compared.
 `run(out_dir)` returns the dict that benchmarks/run.py writes to out_dir/generate.json.
 """
 from __future__ import annotations
@@ -25,12 +24,13 @@ REPEATS = 3
 
 # The child: run the CLI in-process (so its peak RSS is this process's) and print the peak.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+from benchmarks.memory import peak_rss_mb
 args = sys.argv[1:]
 t0 = time.perf_counter()
 from emo.cli import main
 main(args, standalone_mode=False)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"peak_rss_mb": peak_rss_mb(),
                   "seconds": time.perf_counter() - t0}))
 """
 

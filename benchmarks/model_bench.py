@@ -14,9 +14,10 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import time
 from pathlib import Path
+
+from .memory import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_BUDGET_S = 120.0
@@ -66,7 +67,7 @@ def _measure(name: str, budget_s: float, queue) -> None:
             if projected > budget_s:
                 res["status"] = (f"not measured on this machine: a step is projected at {projected:.0f} s "
                                  f"(> {budget_s:.0f} s budget) on {os.cpu_count()} CPU cores")
-                res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+                res["peak_rss_mb"] = round(peak_rss_mb(), 1)
                 queue.put(res)
                 return
         sync()
@@ -87,7 +88,7 @@ def _measure(name: str, budget_s: float, queue) -> None:
     res["status"] = "ok"
     if device == "cuda":
         res["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     queue.put(res)
 
 
