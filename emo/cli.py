@@ -67,10 +67,10 @@ def generate(image, audio, checkpoint, out, steps, guidance, speed, seed, fps, n
 @click.option("--stage", required=True, type=click.IntRange(1, 3))
 @click.option("--weights", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
               help="fp32: fp32 weights + bf16 autocast (accelerate mixed precision); bf16: bf16 weights and "
-                   "gradients, fp32 master copy in the optimizer (DeepSpeed bf16)")
+                   "gradients, fp32 master copy in the optimizer (a what-if: the training loop keeps fp32 weights)")
 @click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "adamw8bit"]))
 @click.option("--zero", default=0, show_default=True, type=click.Choice(["0", "2", "3"]),
-              help="2: gradients and optimizer state sharded over --gpus (ZeRO-2 / FSDP SHARD_GRAD_OP); 3: weights too")
+              help="2: gradients and optimizer state sharded over --gpus (ZeRO-2 level; stage2_fsdp.yaml); 3: weights too")
 @click.option("--gpus", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=None, type=click.IntRange(1), help="per GPU [default: the config's for the stage]")
 @click.option("--checkpointing/--no-checkpointing", default=True, show_default=True, help="gradient checkpointing")

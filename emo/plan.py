@@ -218,8 +218,8 @@ class Precision:
     weights: str = "fp32"          # fp32: fp32 weights, autocast (accelerate mixed_precision=bf16)
                                    # bf16: weights and gradients in bf16, fp32 master copy in the optimizer
     optimizer: str = "adamw"       # adamw (2 fp32 states) | adamw8bit (bitsandbytes, 2 one-byte states)
-    zero: int = 0                  # 0: replicated; 2: gradients + optimizer sharded (ZeRO-2 / FSDP SHARD_GRAD_OP);
-                                   # 3: weights too (ZeRO-3 / FSDP FULL_SHARD)
+    zero: int = 0                  # 0: replicated; 2: gradients + optimizer sharded (ZeRO-2 level, FSDP2 stage2_fsdp.yaml);
+                                   # 3: weights too (ZeRO-3 level, FSDP2 resharding after forward)
     gpus: int = 1
 
     def __post_init__(self):

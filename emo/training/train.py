@@ -108,6 +108,11 @@ def _accelerator(out: Path, train: TrainConfig, mixed_precision: str | None, log
         # Dropped conditions leave their layers unused in some steps.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # ZeRO partitions the optimizer state behind its own wrapper; training_state/ saves and
+        # restores it by parameter name, which has only been verified for DDP and FSDP2.
+        raise ConfigError("DeepSpeed is not supported by this training loop (its checkpoints would not resume); "
+                          "for ZeRO-2-level sharding use FSDP2: emo/training/accelerate/stage2_fsdp.yaml")
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         # FSDP1 keeps flattened shards behind the parameters: the checkpoint code (which gathers
         # FSDP2's DTensor shards) would save and restore them wrong.
