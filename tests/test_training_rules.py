@@ -93,6 +93,38 @@ def test_motion_frames_dropped_at_the_configured_rate(long_clips):
     assert item["frames"][4:].abs().max() > 0
 
 
+def test_joint_colour_augment_one_transform_for_reference_target_and_motion(long_clips):
+    # Issue 12: the reference must be the only source of a frame's colours, so the transform is
+    # the same for every frame of a sample, drawn from the sample's own stream (seed, g, 3).
+    p = 0.5
+    ds = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=p, drop_motion_prob=0.05)
+    plain = ClipDataset(long_clips, _data(), stage=2, seed=1, drop_motion_prob=0.05)
+    again = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=p, drop_motion_prob=0.05)
+    always = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=1.0, drop_motion_prob=0.05)
+    n, augmented = 4000, 0
+    for g in range(n):
+        pick, base = ds.choose(g), plain.choose(g)
+        # the coin has its own stream: the frames chosen do not depend on it
+        assert all(np.array_equal(pick[k], base[k]) for k in base if k != "colour")
+        assert base["colour"] is None and pick["colour"] == again.choose(g)["colour"]   # a pure function of (seed, g)
+        if pick["colour"] is not None:
+            augmented += 1
+            assert pick["colour"] == always.choose(g)["colour"]     # the transform does not depend on p
+    assert _within(augmented, n, p), augmented
+    transforms = {always.choose(g)["colour"] for g in range(20)}
+    assert len(transforms) == 20                                  # a fresh transform per sample
+    # decoded: the sample's frames are exactly the plain sample's frames under ONE transform
+    g_drop = next(g for g in range(400) if not always.choose(g)["motion_valid"].any())
+    for g in (0, 1, g_drop):
+        item, base, t = always[g], plain[g], always.choose(g)["colour"]
+        assert torch.allclose(item["reference"], t(base["reference"]), atol=1e-6)
+        valid = item["motion_valid"]
+        assert torch.allclose(item["frames"][4:], t(base["frames"][4:]), atol=1e-6)
+        assert torch.allclose(item["frames"][:4][valid], t(base["frames"][:4][valid]), atol=1e-6)
+        assert not item["frames"][:4][~valid].any()      # no motion frames: still zeros
+        assert (item["reference"] - base["reference"]).abs().mean() > 0.05  # it did change the colours
+
+
 # ---- speed buckets --------------------------------------------------------------------------------
 EXCITED = 0.9        # a bucket is excited at speed w when |s_i(w)| < 0.9: its tanh ramp is not saturated
 

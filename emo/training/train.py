@@ -304,7 +304,8 @@ def _batches(run: Run, s: StageState):
                                    rank=acc.process_index, world=acc.num_processes)
         acc.wait_for_everyone()       # only waits: every process computed its own share
     ds = ClipDataset(run.dataset, data, s.stage, seed=train.seed, audio_cache=cache,
-                     audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob)
+                     audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob,
+                     joint_colour_augment_prob=train.joint_colour_augment_prob)
     run.face_mask_scale = ds.face_mask_scale()
     sampler = GlobalBatchSampler(train.stage_batch_size(s.stage), s.position, acc.process_index, acc.num_processes)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=data.num_workers,
