@@ -62,6 +62,28 @@ def test_no_drops_in_stage1_and_stream_independent_of_probabilities():
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
 
 
+def test_truncated_snr_weighting_weights_the_clean_latent_error_by_max_snr_1():
+    # The rule as stated (Salimans & Ho 2022): epsilon MSE x weight == max(SNR, 1) x the MSE of the
+    # clean latent x0 that the predicted noise implies; plain epsilon MSE == SNR x that MSE.
+    plain, weighted = _loss(stage=1), _loss(stage=1)
+    weighted.loss_weighting = "truncated_snr"
+    ab_all = weighted.scheduler.alphas_cumprod
+    t = torch.tensor([1, 250, 500, 600, 800, 999])
+    g = torch.Generator().manual_seed(0)
+    x0, eps, eps_hat = torch.randn(3, len(t), 4, 8, 8, generator=g)
+    ab = ab_all[t].float()[:, None, None, None]
+    z = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    x0_hat = (z - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    eps_mse, x0_mse = ((eps_hat - eps) ** 2).mean((1, 2, 3)), ((x0_hat - x0) ** 2).mean((1, 2, 3))
+    snr = ab.flatten() / (1 - ab.flatten())
+    assert torch.allclose(eps_mse * weighted.timestep_weight(t), torch.maximum(snr, torch.ones(())) * x0_mse, rtol=1e-3)
+    assert torch.allclose(eps_mse * plain.timestep_weight(t), snr * x0_mse, rtol=1e-3)
+    w = weighted.timestep_weight(t)
+    assert torch.all(w[:2] == 1) and w[-1] > 100          # unchanged where SNR >= 1; t = 999: x 1/SNR
+    with pytest.raises(ValueError, match="loss_weighting"):
+        StageLoss(types.SimpleNamespace(noise_scheduler_config=dict(SD15_SCHEDULER)), 1, 4, loss_weighting="p2")
+
+
 @pytest.fixture(scope="module")
 def long_clips(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("rules"), frame_counts=[40, 30], size=32)

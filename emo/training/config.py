@@ -79,6 +79,10 @@ class TrainConfig:
     # without it, the tiny model read each identity's colours from the noisy latent and ignored
     # its reference (issue 12). 0 for real data (many identities, pretrained VAE).
     joint_colour_augment_prob: float = 0.0
+    # Weight of each timestep's loss (emo.training.step.StageLoss.timestep_weight): "none" (SD's
+    # plain epsilon MSE) or "truncated_snr" (x0 errors weighted max(SNR, 1): the high-noise steps
+    # where a frame's colours are decided count as much as the rest; issue 12).
+    loss_weighting: Literal["none", "truncated_snr"] = "none"
     save_every: int = 1000                    # checkpoint every N global steps (0: never)
     save_steps: list[int] = field(default_factory=list)  # extra global steps to checkpoint at
     keep_last: int = 0                        # 0 keeps every checkpoint

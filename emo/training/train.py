@@ -261,7 +261,8 @@ def _start_stage(run: Run, stage: int, first: int, end: int) -> StageState:
                 p.data.copy_(carried[n].to(p.device, p.dtype))
         carried = {n: t for n, t in carried.items() if n not in set(names)}
     loss_fn = StageLoss(run.model, stage, run.data.n_motion, train.drop_reference_prob, train.drop_audio_prob,
-                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob)
+                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob,
+                        loss_weighting=train.loss_weighting)
     loss_fn, optimizer = acc.prepare(loss_fn, optimizer)
     generator = torch.Generator(device=acc.device).manual_seed(train.seed * 1000 + stage * 100 + acc.process_index)
     return StageState(stage, first, end, names, params, optimizer, scheduler, loss_fn, generator, ema,
