@@ -16,6 +16,12 @@ measured 2026-12-02 on this recipe (4 synthetic identities, VAE fit 1000 steps, 
 the model still does not look: with 32 norm groups colour_follow 0.000 and swap change 0.2%;
 with the tiny config's 4 groups colour_follow 0.002 and swap change 0.9%. How many steps the
 reference path needs from random weights is open (issue 12; benchmarks/learning_bench.py).
+Measured 2026-12 on this recipe (one seed each, diagnose as below: colour_follow, swap change):
+baseline 0.004, 2.3%; train.joint_colour_augment_prob 1.0: 0.009, 3.5%; train.loss_weighting
+truncated_snr: 0.002, 0.9%; both: 0.013, 3.2%; with 1000 stage-1 steps, augment 0.017, 3.3% and
+both 0.034, 5.7%. On the training clips the baseline's epsilon MSE at t = 999 is 0.061, 14x that
+of predicting the noisy latent itself (SNR x E[x0^2] = 0.0045): the model has not learned the
+high-noise steps where a generated frame's colours are decided, so no reference can show there.
 """
 import json
 
