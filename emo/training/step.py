@@ -98,18 +98,24 @@ class StageLoss(torch.nn.Module):
             bank = bank.without_reference()
         pred = self.model.predict_noise(noisy, timesteps, bank, audio=None if drop_audio else audio,
                                         face_mask=batch["face_mask"], speed=speed)
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            goal = noise
-        elif kind == "v_prediction":
-            goal = self.scheduler.get_velocity(target, noise, timesteps)
-        else:
-            raise ValueError(f"prediction_type {kind!r} is not supported for training")
+        goal = self.prediction_target(target, noise, timesteps)
         err = F.mse_loss(pred.float(), goal.float(), reduction="none").mean(dim=(2, 3, 4))  # (B, f)
         err = err * self.timestep_weight(timesteps)[:, None].to(err)
         weight = batch["frame_valid"].to(err.dtype)          # held frames of short clips: no loss
         return (err * weight).sum() / weight.sum().clamp_min(1.0)
 
+    def prediction_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output for `clean` noised with `noise` at `timesteps`: the noise
+        (epsilon) or v = sqrt(ab) noise - sqrt(1 - ab) clean, per the model's prediction_type (the
+        samplers read the same setting from noise_scheduler_config). With v the loss is the clean
+        latent's error weighted SNR + 1, and the output at high noise is ~ -x0, which sampling does
+        not amplify; epsilon's x0 error is the output's times sqrt(1 - ab) / sqrt(ab) (~15 at t = 999)."""
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.scheduler.get_velocity(clean, noise, timesteps)
+        raise ValueError(f"prediction_type {kind!r} is not supported for training")
 
     def timestep_weight(self, timesteps: torch.Tensor) -> torch.Tensor:
         """(B,) loss weight of each sample's timestep (`train.loss_weighting`).
