@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -48,6 +48,10 @@ class ModelConfig:
     vae_block_out_channels: list[int] = field(default_factory=lambda: [8, 16, 32, 32])
     vae_norm_num_groups: int = 8
     vae_scaling_factor: float = 0.18215
+    # What the denoising network predicts: the noise ("epsilon") or v = sqrt(ab) eps - sqrt(1 - ab) x0
+    # ("v_prediction", Salimans & Ho 2022). One setting for the training target, the samplers and the
+    # diagnostics (EMOModel.noise_scheduler_config). Pretrained SD-1.5 weights are epsilon models.
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     pretrained: PretrainedPaths = field(default_factory=PretrainedPaths)
 
 

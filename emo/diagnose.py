@@ -9,8 +9,10 @@ with each condition swapped for another clip's or dropped:
 
 Two families of figures:
 
-- noise prediction: relative L2 change ||eps_c - eps|| / ||eps|| of the predicted noise at a few
-  fixed timesteps on the clip's own noised frames (a few forward passes: cheap);
+- noise prediction: relative L2 change ||eps_c - eps|| / ||eps|| of the network's output at a few
+  fixed timesteps on the clip's own noised frames (a few forward passes: cheap); the output is
+  the noise or v, per the model's prediction_type (the schedulers here read it from
+  noise_scheduler_config, as training and the pipeline do);
 - generated frames: a short DDIM run from the same noise for each condition, then the mean
   absolute change of the frames (grey levels, 0-255), the whole frame and the mouth region (the
   lower middle of the face box), plus two direction figures:
@@ -189,11 +191,11 @@ class Diagnoser:
         lat = torch.randn(shape, generator=gen).to(model.device, model.dtype) * sched.init_noise_sigma
         for t in sched.timesteps:
             tt = t.reshape(1).to(model.device)
-            eps = model.predict_noise(lat, tt, bank, a, mask, None)
-            if self.guidance != 1.0:
-                eps_u = model.predict_noise(lat, tt, uncond, None, mask, None)
-                eps = eps_u + self.guidance * (eps - eps_u)
-            lat = sched.step(eps, t, lat, eta=0.0).prev_sample
+            out = model.predict_noise(lat, tt, bank, a, mask, None)     # noise or v: linear in x0 and noise,
+            if self.guidance != 1.0:                                    # so guidance mixes either alike
+                out_u = model.predict_noise(lat, tt, uncond, None, mask, None)
+                out = out_u + self.guidance * (out - out_u)
+            lat = sched.step(out, t, lat, eta=0.0).prev_sample
         pix = model.decode_latents(lat)[0]
         return ((pix.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 

@@ -225,7 +225,8 @@ class EMOPipeline:
     def guided_noise(self, latents: torch.Tensor, t: torch.Tensor, bank, audio: torch.Tensor,
                      face_mask: torch.Tensor, speed: torch.Tensor, guidance: float,
                      batched: bool = True) -> torch.Tensor:
-        """eps_uncond + guidance * (eps_cond - eps_uncond), fp32. batched: both passes as one batch
+        """eps_uncond + guidance * (eps_cond - eps_uncond), fp32; "eps" is the network's output, the
+        noise or v (model.cfg.model.prediction_type, which self.scheduler reads). batched: both passes as one batch
         of two, `bank` being `bank.with_unconditional()`; otherwise two calls (the plain bank)."""
         model = self.model
         tt = t.reshape(1).to(model.device)

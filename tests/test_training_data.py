@@ -114,6 +114,10 @@ def test_config_typos_are_errors():
         parse_train({"lr": "1e-4"})
     with pytest.raises(ConfigError, match="drop_motion_prob must be in"):
         parse_train({"drop_motion_prob": 1.5})
+    with pytest.raises(ConfigError, match="joint_colour_augment_prob must be in"):
+        parse_train({"joint_colour_augment_prob": -0.1})
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        parse_train({"loss_weighting": "min_snr"})
     with pytest.raises(ConfigError, match="train.ema: unknown key.*decya"):
         parse_train({"ema": {"decya": 0.9}})
     plan = parse_train({"stages": {1: {"steps": 5}, 2: {"steps": 0}, 3: {"steps": 2}}}).schedule()

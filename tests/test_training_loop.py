@@ -86,11 +86,15 @@ def test_rng_state_round_trip(tmp_path):
     assert got[2] == expected[2] and torch.equal(got[3], expected[3])
 
 
-def test_overfits_a_short_clip(tmp_path):
+@pytest.mark.parametrize("prediction_type,factor", [("epsilon", 3), ("v_prediction", 2)])
+def test_overfits_a_short_clip(tmp_path, prediction_type, factor):
     # One 20-frame clip, stage 2 (temporal + audio layers on): the loss on a fixed batch with fixed
-    # noise draws must fall at least 3x within 20 steps (observed about 6x).
+    # noise draws must fall at least `factor` x within 20 steps. Epsilon: observed 5-6x. v keeps the
+    # clean latent's error at high noise, where epsilon's target is nearly the noisy input itself,
+    # so its loss has a higher floor: observed 2.3x in 20 steps and 2.4x in 40 (0.67 -> 0.27-0.29).
     one = make_synthetic_dataset(tmp_path / "one", frame_counts=[20], size=64, seed=4)
     cfg = _cfg(stages={2: {"steps": 20}}, lr=2e-3, drop_audio_prob=0.0, drop_reference_prob=0.0)
+    cfg.model.prediction_type = prediction_type
     _, dcfg, _ = _load_cfg(cfg)
 
     def measure(model):
@@ -104,7 +108,7 @@ def test_overfits_a_short_clip(tmp_path):
     result = main(cfg, one, tmp_path / "run", log_with=None)
     after = measure(EMOModel.from_checkpoint(result.checkpoints[-1]))
     print(f"overfit: fixed-batch loss {before:.3f} -> {after:.3f} in 20 steps ({before / after:.1f}x)")
-    assert after < before / 3
+    assert after < before / factor
 
 
 def test_missing_manifest_or_checkpoint_is_a_clear_error(tmp_path):

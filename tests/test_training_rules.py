@@ -62,6 +62,28 @@ def test_no_drops_in_stage1_and_stream_independent_of_probabilities():
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
 
 
+def test_truncated_snr_weighting_weights_the_clean_latent_error_by_max_snr_1():
+    # The rule as stated (Salimans & Ho 2022): epsilon MSE x weight == max(SNR, 1) x the MSE of the
+    # clean latent x0 that the predicted noise implies; plain epsilon MSE == SNR x that MSE.
+    plain, weighted = _loss(stage=1), _loss(stage=1)
+    weighted.loss_weighting = "truncated_snr"
+    ab_all = weighted.scheduler.alphas_cumprod
+    t = torch.tensor([1, 250, 500, 600, 800, 999])
+    g = torch.Generator().manual_seed(0)
+    x0, eps, eps_hat = torch.randn(3, len(t), 4, 8, 8, generator=g)
+    ab = ab_all[t].float()[:, None, None, None]
+    z = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    x0_hat = (z - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    eps_mse, x0_mse = ((eps_hat - eps) ** 2).mean((1, 2, 3)), ((x0_hat - x0) ** 2).mean((1, 2, 3))
+    snr = ab.flatten() / (1 - ab.flatten())
+    assert torch.allclose(eps_mse * weighted.timestep_weight(t), torch.maximum(snr, torch.ones(())) * x0_mse, rtol=1e-3)
+    assert torch.allclose(eps_mse * plain.timestep_weight(t), snr * x0_mse, rtol=1e-3)
+    w = weighted.timestep_weight(t)
+    assert torch.all(w[:2] == 1) and w[-1] > 100          # unchanged where SNR >= 1; t = 999: x 1/SNR
+    with pytest.raises(ValueError, match="loss_weighting"):
+        StageLoss(types.SimpleNamespace(noise_scheduler_config=dict(SD15_SCHEDULER)), 1, 4, loss_weighting="p2")
+
+
 @pytest.fixture(scope="module")
 def long_clips(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("rules"), frame_counts=[40, 30], size=32)
@@ -91,6 +113,38 @@ def test_motion_frames_dropped_at_the_configured_rate(long_clips):
     item = ds[g]
     assert not item["motion_valid"].any() and item["frames"][:4].abs().max() == 0
     assert item["frames"][4:].abs().max() > 0
+
+
+def test_joint_colour_augment_one_transform_for_reference_target_and_motion(long_clips):
+    # Issue 12: the reference must be the only source of a frame's colours, so the transform is
+    # the same for every frame of a sample, drawn from the sample's own stream (seed, g, 3).
+    p = 0.5
+    ds = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=p, drop_motion_prob=0.05)
+    plain = ClipDataset(long_clips, _data(), stage=2, seed=1, drop_motion_prob=0.05)
+    again = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=p, drop_motion_prob=0.05)
+    always = ClipDataset(long_clips, _data(), stage=2, seed=1, joint_colour_augment_prob=1.0, drop_motion_prob=0.05)
+    n, augmented = 4000, 0
+    for g in range(n):
+        pick, base = ds.choose(g), plain.choose(g)
+        # the coin has its own stream: the frames chosen do not depend on it
+        assert all(np.array_equal(pick[k], base[k]) for k in base if k != "colour")
+        assert base["colour"] is None and pick["colour"] == again.choose(g)["colour"]   # a pure function of (seed, g)
+        if pick["colour"] is not None:
+            augmented += 1
+            assert pick["colour"] == always.choose(g)["colour"]     # the transform does not depend on p
+    assert _within(augmented, n, p), augmented
+    transforms = {always.choose(g)["colour"] for g in range(20)}
+    assert len(transforms) == 20                                  # a fresh transform per sample
+    # decoded: the sample's frames are exactly the plain sample's frames under ONE transform
+    g_drop = next(g for g in range(400) if not always.choose(g)["motion_valid"].any())
+    for g in (0, 1, g_drop):
+        item, base, t = always[g], plain[g], always.choose(g)["colour"]
+        assert torch.allclose(item["reference"], t(base["reference"]), atol=1e-6)
+        valid = item["motion_valid"]
+        assert torch.allclose(item["frames"][4:], t(base["frames"][4:]), atol=1e-6)
+        assert torch.allclose(item["frames"][:4][valid], t(base["frames"][:4][valid]), atol=1e-6)
+        assert not item["frames"][:4][~valid].any()      # no motion frames: still zeros
+        assert (item["reference"] - base["reference"]).abs().mean() > 0.05  # it did change the colours
 
 
 # ---- speed buckets --------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class EMOBackbone(ModelMixin, ConfigMixin):
                 audio_tokens: torch.Tensor | None = None, speed_tokens: torch.Tensor | None = None,
                 temporal: bool = True, audio: bool = True, speed: bool = True,
                 audio_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """noisy (B, F, C, h, w) -> predicted noise (B, F, C, h, w).
+        """noisy (B, F, C, h, w) -> predicted noise, or v (model.prediction_type), (B, F, C, h, w).
 
         audio_tokens (B, F, T_a, D) or None; speed_tokens (B, F, D_s) or None; audio_mask (B,) bool,
         the samples that hear their audio (None: all), as bank.reference_mask is for the reference.

@@ -112,7 +112,9 @@ class EMOModel(nn.Module):
         self.face_locator, self.speed_encoder, self.audio_projection = face_locator, speed_encoder, audio_projection
         self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
-        self.noise_scheduler_config = dict(SD15_SCHEDULER)
+        # SD-1.5's noise schedule; what the network predicts is the config's (training, sampling and
+        # diagnostics all build their schedulers from this dict, and the checkpoint saves the config).
+        self.noise_scheduler_config = dict(SD15_SCHEDULER, prediction_type=cfg.model.prediction_type)
         # Temporal module -> the ReferenceNet module whose output is at its place (motion frames).
         self.motion_points = {n: reference_feature_name(n, reference_net.unet) for n in backbone.motion_names}
         self.weights = "raw"        # "ema" when from_checkpoint loaded the EMA weights
@@ -345,8 +347,9 @@ class EMOModel(nn.Module):
                       audio: torch.Tensor | None = None, face_mask: torch.Tensor | None = None,
                       speed: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None) -> torch.Tensor:
         """noisy (B, F, C, h, w); timesteps (B,); audio (B, F, 2m+1, D_audio) or None (dropped);
-        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w).
-        audio_mask (B,) bool: the samples whose audio is used (None: all; guidance batches both)."""
+        face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w):
+        the noise, or v where cfg.model.prediction_type is "v_prediction" (the schedulers built from
+        noise_scheduler_config read it either way). audio_mask (B,) bool: the samples whose audio is used (None: all; guidance batches both)."""
         if noisy.ndim != 5:
             raise ValueError(f"noisy latents must be (B, F, C, h, w), got {tuple(noisy.shape)}")
         x = noisy.to(self.dtype)

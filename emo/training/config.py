@@ -73,6 +73,16 @@ class TrainConfig:
     # stage 2/3: a window's motion frames replaced by zeros, as for the first clip at inference
     # (dataprep's 3-12 s clips otherwise never train that case); Hallo uses about 5 %.
     drop_motion_prob: float = 0.05
+    # One random colour transform (channels permuted, per-channel gain and offset) applied to a
+    # sample's reference, target and motion frames alike, in this share of the samples: the
+    # frames' colours can then be known only from the reference. Trained on a few identities
+    # without it, the tiny model read each identity's colours from the noisy latent and ignored
+    # its reference (issue 12). 0 for real data (many identities, pretrained VAE).
+    joint_colour_augment_prob: float = 0.0
+    # Weight of each timestep's loss (emo.training.step.StageLoss.timestep_weight): "none" (SD's
+    # plain epsilon MSE) or "truncated_snr" (x0 errors weighted max(SNR, 1): the high-noise steps
+    # where a frame's colours are decided count as much as the rest; issue 12).
+    loss_weighting: Literal["none", "truncated_snr"] = "none"
     save_every: int = 1000                    # checkpoint every N global steps (0: never)
     save_steps: list[int] = field(default_factory=list)  # extra global steps to checkpoint at
     keep_last: int = 0                        # 0 keeps every checkpoint
@@ -91,7 +101,8 @@ class TrainConfig:
             raise ValueError(f"stages: stages are 1, 2, 3; got {bad}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in ("drop_reference_prob", "drop_audio_prob", "drop_reference_and_audio_prob", "drop_motion_prob"):
+        for name in ("drop_reference_prob", "drop_audio_prob", "drop_reference_and_audio_prob", "drop_motion_prob",
+                     "joint_colour_augment_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         self.save_steps = sorted(int(s) for s in self.save_steps)

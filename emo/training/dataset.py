@@ -16,6 +16,12 @@ Window rule (T = the clip's frame count at `data.fps`, n = n_motion, f = n_frame
   coin comes from its own stream (seed, g, 2): the other choices do not depend on it.
 The reference frame is uniform over the clip's frames outside [start - n, start + f); when the clip
 has none, over all frames.
+- Joint colour augmentation: with probability `joint_colour_augment_prob` (train config) ONE random
+  colour transform (`emo.training.colour.ColourTransform`: channels permuted, per-channel gain and
+  offset) is applied to the sample's reference, target and motion frames alike (before invalid
+  motion frames are zeroed). With a few training identities, a frame's colours are otherwise
+  known from the noisy latent alone and the reference carries nothing the loss rewards (issue 12).
+  Coin and transform come from their own stream (seed, g, 3), drawn for every sample.
 
 Data order is a pure function of (seed, global sample index g): epoch = g // N shuffles the clips
 with seed + epoch, and every random choice for sample g uses its own generator seeded with
@@ -39,6 +45,7 @@ from emo.manifest import load_labels, read_manifest
 from emo.media.audio import SPEECH_RATE, load_audio
 from emo.media.video import iter_frames
 
+from .colour import ColourTransform
 from .config import DataConfig
 
 
@@ -121,7 +128,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, dataset: str | os.PathLike, data: DataConfig, stage: int, seed: int = 0,
                  audio_cache: str | os.PathLike | None = None, audio_context: int = 2,
-                 drop_motion_prob: float = 0.0):
+                 drop_motion_prob: float = 0.0, joint_colour_augment_prob: float = 0.0):
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
         self.root = Path(dataset)
@@ -129,6 +136,7 @@ class ClipDataset(Dataset):
         self.audio_cache = Path(audio_cache) if audio_cache else None
         self.audio_context = audio_context   # m: the audio window of a frame is 2m + 1 frames
         self.drop_motion_prob = float(drop_motion_prob)
+        self.joint_colour_augment_prob = float(joint_colour_augment_prob)
         rows = read_manifest(self.root, split=data.split)
         if rows.empty:
             raise FileNotFoundError(f"{self.root / 'manifest.parquet'}: no clips in split {data.split!r}")
@@ -146,6 +154,17 @@ class ClipDataset(Dataset):
     # ---- choosing frames -------------------------------------------------------------------
     def choose(self, g: int) -> dict:
         """Which clip and frames sample g uses (no decoding): the testable part of the rule."""
+        return {**self._frames_chosen(g), "colour": self._colour(g)}
+
+    def _colour(self, g: int) -> ColourTransform | None:
+        """The joint colour transform of sample g, or None. Both draws happen for every sample,
+        so the transform of sample g does not depend on the probability."""
+        rng = np.random.default_rng([self.seed, int(g), 3])
+        coin = rng.random()
+        transform = ColourTransform.draw(rng)
+        return transform if coin < self.joint_colour_augment_prob else None
+
+    def _frames_chosen(self, g: int) -> dict:
         ci = sample_order(len(self.clips), self.seed, g)
         clip = self.clips[ci]
         rng = np.random.default_rng([self.seed, int(g), 1])
@@ -203,6 +222,8 @@ class ClipDataset(Dataset):
         # with x264's 10-s keyframe interval, a second seek for the reference decodes from the
         # same keyframe again).
         both = self._frames(clip, np.concatenate([pick["motion"], pick["target"], [pick["reference"]]]))
+        if pick["colour"] is not None:
+            both = pick["colour"](both)
         frames, reference = both[:-1], both[-1]
         if self.n_motion:
             frames[:self.n_motion][~torch.from_numpy(pick["motion_valid"])] = 0.0

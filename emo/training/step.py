@@ -12,10 +12,13 @@ from diffusers import DDPMScheduler
 
 from .stages import USES_AUDIO, USES_MOTION, USES_SPEED
 
+LOSS_WEIGHTINGS = ("none", "truncated_snr")
+
 
 class StageLoss(torch.nn.Module):
     def __init__(self, model, stage: int, n_motion: int, drop_reference_prob: float = 0.0,
-                 drop_audio_prob: float = 0.0, fps: float = 25.0, drop_both_prob: float = 0.0):
+                 drop_audio_prob: float = 0.0, fps: float = 25.0, drop_both_prob: float = 0.0,
+                 loss_weighting: str = "none"):
         super().__init__()
         self.model = model
         self.stage = stage
@@ -25,6 +28,9 @@ class StageLoss(torch.nn.Module):
         self.drop_both_prob = drop_both_prob if stage > 1 else 0.0
         self.fps = fps
         self.scheduler = DDPMScheduler.from_config(model.noise_scheduler_config)
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
+        self.loss_weighting = loss_weighting
 
     @torch.no_grad()
     def _encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,16 +98,41 @@ class StageLoss(torch.nn.Module):
             bank = bank.without_reference()
         pred = self.model.predict_noise(noisy, timesteps, bank, audio=None if drop_audio else audio,
                                         face_mask=batch["face_mask"], speed=speed)
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            goal = noise
-        elif kind == "v_prediction":
-            goal = self.scheduler.get_velocity(target, noise, timesteps)
-        else:
-            raise ValueError(f"prediction_type {kind!r} is not supported for training")
+        goal = self.prediction_target(target, noise, timesteps)
         err = F.mse_loss(pred.float(), goal.float(), reduction="none").mean(dim=(2, 3, 4))  # (B, f)
+        err = err * self.timestep_weight(timesteps)[:, None].to(err)
         weight = batch["frame_valid"].to(err.dtype)          # held frames of short clips: no loss
         return (err * weight).sum() / weight.sum().clamp_min(1.0)
+
+    def prediction_target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output for `clean` noised with `noise` at `timesteps`: the noise
+        (epsilon) or v = sqrt(ab) noise - sqrt(1 - ab) clean, per the model's prediction_type (the
+        samplers read the same setting from noise_scheduler_config). With v the loss is the clean
+        latent's error weighted SNR + 1, and the output at high noise is ~ -x0, which sampling does
+        not amplify; epsilon's x0 error is the output's times sqrt(1 - ab) / sqrt(ab) (~15 at t = 999)."""
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.scheduler.get_velocity(clean, noise, timesteps)
+        raise ValueError(f"prediction_type {kind!r} is not supported for training")
+
+    def timestep_weight(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """(B,) loss weight of each sample's timestep (`train.loss_weighting`).
+
+        "none": plain MSE on the prediction. "truncated_snr" (Salimans & Ho 2022, progressive
+        distillation): the error of the implied clean latent x0 is weighted max(SNR, 1) instead of
+        epsilon-prediction's SNR, i.e. the epsilon MSE times max(1, 1/SNR). Below SNR 1 (t > ~540
+        in SD's schedule) epsilon-prediction weights x0 errors by SNR, 0.04 at t = 800: the
+        noise levels where a generated frame's colours and layout are decided, and where only the
+        reference can tell them, barely count (issue 12)."""
+        if self.loss_weighting == "none":
+            return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
+        if self.scheduler.config.prediction_type != "epsilon":
+            raise ValueError("truncated_snr weighting is defined here for epsilon prediction")
+        ab = self.scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        snr = ab / (1 - ab)
+        return torch.clamp(1.0 / snr, min=1.0)
 
 
 @torch.no_grad()

@@ -275,7 +275,8 @@ def _start_stage(run: Run, stage: int, first: int, end: int) -> StageState:
     scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
                               num_training_steps=end - first)
     loss_fn = StageLoss(run.model, stage, run.data.n_motion, train.drop_reference_prob, train.drop_audio_prob,
-                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob)
+                        run.data.fps, drop_both_prob=train.drop_reference_and_audio_prob,
+                        loss_weighting=train.loss_weighting)
     loss_fn, optimizer = acc.prepare(loss_fn, optimizer)
     if hasattr(loss_fn, "set_reduce_scatter_unused_params"):
         # FSDP2's find_unused_parameters: the condition dropping differs between processes, and
@@ -340,7 +341,8 @@ def _batches(run: Run, s: StageState, cache):
     """The stage's data: the dataset (with the audio cache `cache`) and the loader."""
     acc, data, train = run.accelerator, run.data, run.train
     ds = ClipDataset(run.dataset, data, s.stage, seed=train.seed, audio_cache=cache,
-                     audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob)
+                     audio_context=run.cfg.audio.context, drop_motion_prob=train.drop_motion_prob,
+                     joint_colour_augment_prob=train.joint_colour_augment_prob)
     run.face_mask_scale = ds.face_mask_scale()
     sampler = GlobalBatchSampler(train.stage_batch_size(s.stage), s.position, acc.process_index, acc.num_processes)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=data.num_workers,

@@ -15,24 +15,13 @@ import os
 
 import torch
 
+from .colour import colour_augment
 from .config import DataConfig
 from .dataset import ClipDataset
 
 log = logging.getLogger(__name__)
 
 KL_WEIGHT = 1e-6          # small, as in SD's autoencoder training: latents stay close to a Gaussian
-
-
-def colour_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each frame's channels permuted and given a random gain and offset. A few training identities
-    hold only a few colours; fitted on them alone, the autoencoder decoded held-out frames to the
-    training frames' average colour (issue 12), so no reference could ever show in a generated
-    frame. SD's VAE saw every colour; this gives the small one the same indifference to colour."""
-    perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(len(x))])
-    x = torch.gather(x, 1, perm[:, :, None, None].expand_as(x).to(x.device))
-    gain = 0.6 + 0.8 * torch.rand(len(x), 3, 1, 1, generator=generator)
-    offset = -0.4 + 0.8 * torch.rand(len(x), 3, 1, 1, generator=generator)
-    return (gain.to(x) * x + offset.to(x)).clamp(-1, 1)
 
 
 def _batch(ds: ClipDataset, indices: torch.Tensor) -> torch.Tensor:
