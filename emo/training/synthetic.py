@@ -18,7 +18,7 @@ from emo.media.video import write_video
 RATE = 16000
 
 
-def _clip(n_frames: int, size: int, fps: float, rng: np.random.Generator):
+def _clip(n_frames: int, size: int, fps: float, rng: np.random.Generator, background=(40, 90)):
     t = np.arange(n_frames) / fps
     # Loudness: tone bursts switching on and off about 3 times a second.
     gate = (np.sin(2 * np.pi * rng.uniform(2.0, 4.0) * t + rng.uniform(0, 6)) > 0).astype(np.float32)
@@ -27,7 +27,7 @@ def _clip(n_frames: int, size: int, fps: float, rng: np.random.Generator):
     audio = 0.3 * gate[frame_of] * np.sin(2 * np.pi * 220.0 * samples)
     yaw = 15.0 * np.sin(2 * np.pi * 0.5 * t + rng.uniform(0, 6))
     yy, xx = np.mgrid[0:size, 0:size] / size
-    base = rng.uniform(40, 90, 3)
+    base = rng.uniform(*background, 3)
     skin = rng.uniform(150, 230, 3)
     frames, boxes = [], []
     for i in range(n_frames):
@@ -54,15 +54,17 @@ def _clip(n_frames: int, size: int, fps: float, rng: np.random.Generator):
 
 
 def make_synthetic_dataset(out: str | os.PathLike, n_clips: int = 2, n_frames: int = 24, size: int = 64,
-                           fps: float = 25.0, seed: int = 0, frame_counts: list[int] | None = None) -> Path:
-    """Write clips/, labels and manifest.parquet (all clips in the train split) under `out`."""
+                           fps: float = 25.0, seed: int = 0, frame_counts: list[int] | None = None,
+                           background: tuple[float, float] = (40, 90)) -> Path:
+    """Write clips/, labels and manifest.parquet (all clips in the train split) under `out`.
+    `background`: the range each clip's background colour channels are drawn from."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     rows = []
     counts = frame_counts or [n_frames] * n_clips
     for i, count in enumerate(counts):
         clip_id = f"synth{i:03d}"
-        frames, audio, labels = _clip(count, size, fps, rng)
+        frames, audio, labels = _clip(count, size, fps, rng, background)
         write_video(out / "clips" / f"{clip_id}.mp4", frames, fps, audio=audio, audio_rate=RATE, crf=12)
         save_labels(out / "clips" / f"{clip_id}.npz", labels)
         rows.append({
