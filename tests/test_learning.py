@@ -15,9 +15,9 @@ The identities' backgrounds are drawn over the whole colour range (`background=(
 identities then differ by about 85 grey levels a channel on average, well above the fitted tiny
 VAE's reconstruction error (PSNR 18-24 dB, 16-32 grey levels RMS). With the generator's default
 range (40-90) they differ by about 17, below that error; there the recipe measured colour_follow
-0.01-0.08 (v) and 0.001-0.009 (epsilon), and this test failed (the identities' difference, not the
-model, was under the measure's floor: the demo's drawn faces, whose backgrounds differ widely, show
-the same recipe looking on held-out clips).
+0.01-0.08 (v) and 0.001-0.009 (epsilon), and this test failed. (Our reading, not proven: the
+difference to be seen was under the VAE's error; the demo's drawn faces, whose backgrounds differ
+widely, show the same recipe looking on held-out clips.)
 
 Measured 2026-12-02, this recipe (4 identities, backgrounds 0-255, VAE fit 1000 steps, 200 stage-1
 steps, seed 0): v-prediction (the tiny config's) colour_follow 0.82 (every clip >= 0.76), swap
