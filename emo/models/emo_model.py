@@ -349,7 +349,8 @@ class EMOModel(nn.Module):
         """noisy (B, F, C, h, w); timesteps (B,); audio (B, F, 2m+1, D_audio) or None (dropped);
         face_mask (B, 1, H, W) in {0, 1} or None; speed (B, F) deg/frame or None -> (B, F, C, h, w):
         the noise, or v where cfg.model.prediction_type is "v_prediction" (the schedulers built from
-        noise_scheduler_config read it either way). audio_mask (B,) bool: the samples whose audio is used (None: all; guidance batches both)."""
+        noise_scheduler_config read it either way). audio_mask (B,) bool: the samples whose audio is
+        used (None: all; guidance batches both)."""
         if noisy.ndim != 5:
             raise ValueError(f"noisy latents must be (B, F, C, h, w), got {tuple(noisy.shape)}")
         x = noisy.to(self.dtype)
