@@ -32,9 +32,16 @@ class ColourTransform:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(..., 3, H, W) in [-1, 1] -> the same shape, transformed and clamped to [-1, 1]."""
-        gain = torch.tensor(self.gain, dtype=x.dtype, device=x.device)[:, None, None]
-        offset = torch.tensor(self.offset, dtype=x.dtype, device=x.device)[:, None, None]
-        return (x[..., list(self.perm), :, :] * gain + offset).clamp(-1.0, 1.0)
+        return apply_colour(x, torch.tensor(self.perm, device=x.device),
+                            torch.tensor(self.gain, dtype=x.dtype, device=x.device),
+                            torch.tensor(self.offset, dtype=x.dtype, device=x.device))
+
+
+def apply_colour(x: torch.Tensor, perm: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """x (..., 3, H, W) in [-1, 1]; perm (..., 3) the input channel of each output channel; gain and
+    offset (..., 3) -> the transformed frames, clamped to [-1, 1] (one transform, or one per frame)."""
+    x = torch.gather(x, -3, perm[..., None, None].expand_as(x).to(x.device))
+    return (gain[..., None, None].to(x) * x + offset[..., None, None].to(x)).clamp(-1, 1)
 
 
 def colour_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -42,7 +49,6 @@ def colour_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     The VAE fit's: fitted on a few identities' colours alone, the small autoencoder decoded held-out
     frames to the training frames' average colour (issue 12); SD's VAE saw every colour."""
     perm = torch.stack([torch.randperm(3, generator=generator) for _ in range(len(x))])
-    x = torch.gather(x, 1, perm[:, :, None, None].expand_as(x).to(x.device))
-    gain = GAIN_LOW + GAIN_SPAN * torch.rand(len(x), 3, 1, 1, generator=generator)
-    offset = OFFSET_LOW + OFFSET_SPAN * torch.rand(len(x), 3, 1, 1, generator=generator)
-    return (gain.to(x) * x + offset.to(x)).clamp(-1, 1)
+    gain = GAIN_LOW + GAIN_SPAN * torch.rand(len(x), 3, generator=generator)
+    offset = OFFSET_LOW + OFFSET_SPAN * torch.rand(len(x), 3, generator=generator)
+    return apply_colour(x, perm, gain, offset)
