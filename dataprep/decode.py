@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from emo.media import MediaError
+from emo.media.video import FrameClock, frame_rotation, upright
 
 
 @dataclass
@@ -46,10 +47,6 @@ def face_view(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=interp)
 
 
-def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
-    return np.ascontiguousarray(np.rot90(arr, k=rotation // 90)) if rotation else arr
-
-
 def iter_scaled(path: str | os.PathLike, small_width: int = 256, face_max_side: int = 640,
                 stride: int = 1) -> Iterator[ScaledFrame]:
     """Decode every frame once; yield a small BGR copy of each and an RGB copy of every
@@ -62,16 +59,14 @@ def iter_scaled(path: str | os.PathLike, small_width: int = 256, face_max_side: 
     with container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        fps = float(vs.average_rate or vs.guessed_rate)
-        t0 = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        clock = FrameClock(vs)
         sizes = None
         count = 0
         try:
             for frame in container.decode(vs):
-                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-                if frame.pts is not None:
-                    index = int(round((float(frame.pts * vs.time_base) - t0) * fps))
-                else:
+                rotation = frame_rotation(frame)
+                index = clock.index(frame)
+                if index is None:
                     index = count
                 count += 1
                 if sizes is None:
@@ -86,8 +81,8 @@ def iter_scaled(path: str | os.PathLike, small_width: int = 256, face_max_side: 
                 small = frame.reformat(width=sw, height=sh, format="bgr24").to_ndarray()
                 face = None
                 if index % stride == 0:
-                    face = _upright(face_view(frame.to_ndarray(format="rgb24"), (fw, fh)), rotation)
-                yield ScaledFrame(index, _upright(small, rotation), face, face_scale)
+                    face = upright(face_view(frame.to_ndarray(format="rgb24"), (fw, fh)), rotation)
+                yield ScaledFrame(index, upright(small, rotation), face, face_scale)
         except av.FFmpegError as exc:
             if count == 0:
                 raise MediaError(f"decode error: {exc}") from None
@@ -132,17 +127,14 @@ class ClipFrameReader:
             raise MediaError(f"unreadable container: {exc}") from None
         vs = self._container.streams.video[0]
         vs.thread_type = "AUTO"
-        self._stream = vs
-        self._fps = float(vs.average_rate or vs.guessed_rate)
-        self._t0 = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        self._clock = FrameClock(vs)
 
     def _decode(self):
-        vs = self._stream
-        for frame in self._container.decode(vs):
+        for frame in self._container.decode(self._clock.stream):
             self.decoded += 1
-            if frame.pts is None:
-                continue
-            yield int(round((float(frame.pts * vs.time_base) - self._t0) * self._fps)), frame
+            index = self._clock.index(frame)
+            if index is not None:
+                yield index, frame
 
     def _pull(self):
         if self._next is not None:
@@ -152,11 +144,10 @@ class ClipFrameReader:
 
     def _seek(self, start: int) -> None:
         """Decode from the keyframe at or before frame `start` (or from the first frame)."""
-        vs = self._stream
         back = 0.0
         while True:
-            t = max(0.0, start / self._fps - back)
-            self._container.seek(int(t / vs.time_base) + (vs.start_time or 0), stream=vs, backward=True)
+            t = max(0.0, start / self._clock.fps - back)
+            self._clock.seek(self._container, t)
             self.seeks += 1
             self._frames = self._decode()
             self._next = next(self._frames, None)
@@ -175,7 +166,7 @@ class ClipFrameReader:
                 self._next = next(self._frames, None)
             # Continue only from a known next frame: after an early stop it is not known.
             ahead = self._next[0] if self._next is not None else None
-            if ahead is None or not 0 <= start - ahead <= self.continue_s * self._fps:
+            if ahead is None or not 0 <= start - ahead <= self.continue_s * self._clock.fps:
                 self._seek(start)
             while (item := self._pull()) is not None:
                 index, frame = item
@@ -183,8 +174,7 @@ class ClipFrameReader:
                     self._next = item          # the next range may start here
                     return
                 if index >= start:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    yield index, _upright(rgb, int(round(getattr(frame, "rotation", 0) or 0)) % 360)
+                    yield index, upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
         except av.FFmpegError as exc:
             self.close()                       # the next range starts afresh
             raise MediaError(f"decode error: {exc}") from None

@@ -50,11 +50,44 @@ def _stream_duration(stream, container) -> float | None:
     return None
 
 
+def frame_rotation(frame: av.VideoFrame) -> int:
+    """Degrees of the frame's display matrix (PyAV exposes it per frame), 0, 90, 180 or 270."""
+    return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+
+
+def upright(arr: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded picture (H, W, ...) turned as its display matrix says."""
+    # The display matrix rotates counter-clockwise by `rotation` degrees; np.rot90 does the same.
+    return np.ascontiguousarray(np.rot90(arr, k=rotation // 90)) if rotation else arr
+
+
+class FrameClock:
+    """A video stream's frame numbering: frames counted from the file's first frame at the
+    stream's average rate, so an index is the same however a range is reached (`iter_frames`,
+    dataprep's scan and its clip reader all number frames with it)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.fps = float(stream.average_rate or stream.guessed_rate)
+        self.t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+    def index(self, frame: av.VideoFrame) -> int | None:
+        """The frame's index, or None for a frame without a timestamp."""
+        if frame.pts is None:
+            return None
+        return int(round((float(frame.pts * self.stream.time_base) - self.t0) * self.fps))
+
+    def seek(self, container, seconds: float) -> None:
+        """Seek to the keyframe at or before `seconds` after the first frame."""
+        vs = self.stream
+        container.seek(int(seconds / vs.time_base) + (vs.start_time or 0), stream=vs, backward=True)
+
+
 def _container_rotation(container, stream) -> int:
-    """Rotation from the first decoded frame's display matrix (PyAV exposes it per frame)."""
+    """Rotation from the first decoded frame's display matrix."""
     try:
         for frame in container.decode(stream):
-            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+            return frame_rotation(frame)
     except av.FFmpegError:
         return 0
     return 0
@@ -103,14 +136,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     )
 
 
-def _upright(frame: av.VideoFrame, rgb: np.ndarray) -> np.ndarray:
-    # The display matrix rotates counter-clockwise by `rotation` degrees; np.rot90 does the same.
-    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-    if rot:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
-    return rgb
-
-
 def iter_frames(
     path: str | os.PathLike,
     start: float | None = None,
@@ -132,24 +157,22 @@ def iter_frames(
         vs.thread_type = "AUTO"
         if threads:
             vs.codec_context.thread_count = threads
-        fps = float(vs.average_rate or vs.guessed_rate)
-        t0 = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        clock = FrameClock(vs)
+        fps = clock.fps
         if start:
-            container.seek(int(max(0.0, start - 1.0) / vs.time_base) + (vs.start_time or 0),
-                           stream=vs, backward=True)
+            clock.seek(container, max(0.0, start - 1.0))
         try:
             for frame in container.decode(vs):
-                t = (float(frame.pts * vs.time_base) - t0) if frame.pts is not None else None
-                if t is None:
+                index = clock.index(frame)
+                if index is None:
                     continue
-                index = int(round(t * fps))
                 if start is not None and index < int(round(start * fps)):
                     continue
                 if end is not None and index >= int(round(end * fps)):
                     break
                 if index % stride:
                     continue
-                yield index, _upright(frame, frame.to_ndarray(format="rgb24"))
+                yield index, upright(frame.to_ndarray(format="rgb24"), frame_rotation(frame))
         except av.FFmpegError as exc:
             raise MediaError(f"decode error: {exc}") from None
 
